@@ -1,0 +1,1 @@
+"""padam_jax: Padam for jax (see the padam_jax issue; not implemented yet)."""

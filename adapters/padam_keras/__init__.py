@@ -1,0 +1,1 @@
+"""padam_keras: Padam for keras (see the padam_keras issue; not implemented yet)."""

@@ -1,0 +1,1 @@
+"""padam_torch: Padam for torch (see the padam_torch issue; not implemented yet)."""

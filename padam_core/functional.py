@@ -1,0 +1,125 @@
+"""Pure ``init`` / ``update`` over a collection of arrays, for raw array code.
+
+A collection is one array, a list or tuple of arrays, or a dict of arrays (string keys). The
+state is a :class:`PadamState` of collections of the same structure. Both functions return new
+arrays and never mutate their inputs, so they work under ``jax.jit`` as well as on NumPy, CuPy
+and torch tensors.
+
+>>> import numpy as np, padam_core
+>>> params = {"w": np.ones(3), "b": np.zeros(())}
+>>> state = padam_core.init(params)
+>>> grads = {"w": np.full(3, 0.5), "b": np.asarray(1.0)}
+>>> params, state = padam_core.update(grads, state, params, lr=0.1)
+>>> state.count
+1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from array_api_compat import array_namespace, device
+
+from padam_core.hyperparameters import validate_hyperparameters
+from padam_core.kernel import compute_dtype, padam_step
+
+__all__ = ["PadamState", "init", "map_collection", "update", "zeros_state_like"]
+
+Collection = Any  # an array, a list/tuple of arrays, or a dict of arrays
+
+
+class PadamState(NamedTuple):
+    """Padam's state for a collection of parameters."""
+
+    count: Any  # t, the number of steps taken (a Python int, or an int array under jit)
+    exp_avg: Collection  # m, first moment
+    exp_avg_sq: Collection  # v, second moment
+    max_exp_avg_sq: Collection | None  # v_hat, running max (None when amsgrad=False)
+
+
+def map_collection(function: Callable[..., Any], *collections: Collection) -> Collection:
+    """Apply ``function`` leaf by leaf over collections of the same structure."""
+    first = collections[0]
+    if isinstance(first, Mapping):
+        for other in collections[1:]:
+            if not isinstance(other, Mapping) or set(other) != set(first):
+                raise ValueError(
+                    f"Structure mismatch: expected a dict with keys {sorted(first)}, "
+                    f"got {sorted(other) if isinstance(other, Mapping) else type(other).__name__}"
+                )
+        return {key: function(*(c[key] for c in collections)) for key in first}
+    if isinstance(first, (list, tuple)):
+        for other in collections[1:]:
+            if not isinstance(other, (list, tuple)) or len(other) != len(first):
+                raise ValueError(
+                    f"Structure mismatch: expected a sequence of {len(first)} arrays, "
+                    f"got {len(other) if isinstance(other, (list, tuple)) else type(other).__name__}"
+                )
+        return type(first)(function(*items) for items in zip(*collections))
+    return function(*collections)
+
+
+def zeros_state_like(param: Any) -> Any:
+    """A zero moment for ``param``: float32 for float16/bfloat16 parameters, else its dtype."""
+    xp = array_namespace(param)
+    return xp.zeros(param.shape, dtype=compute_dtype(param.dtype, xp=xp), device=device(param))
+
+
+def _zeros_real_like(param: Any) -> Any:
+    """A zero second moment: real even for a complex parameter (v holds |g|^2)."""
+    xp = array_namespace(param)
+    zeros = zeros_state_like(param)
+    return xp.real(zeros) if xp.isdtype(zeros.dtype, "complex floating") else zeros
+
+
+def init(params: Collection, *, amsgrad: bool = True) -> PadamState:
+    """Zero state for ``params``; float16/bfloat16 parameters get float32 state."""
+    return PadamState(
+        count=0,
+        exp_avg=map_collection(zeros_state_like, params),
+        exp_avg_sq=map_collection(_zeros_real_like, params),
+        max_exp_avg_sq=map_collection(_zeros_real_like, params) if amsgrad else None,
+    )
+
+
+def update(
+    grads: Collection,
+    state: PadamState,
+    params: Collection,
+    *,
+    validate: bool = True,
+    **hyperparameters: Any,
+) -> tuple[Collection, PadamState]:
+    """One Padam step on every array; returns ``(new_params, new_state)``.
+
+    ``hyperparameters`` are the keyword arguments of :func:`padam_core.padam_step` (``lr``,
+    ``b1``, ``b2``, ``eps``, ``partial``, ``weight_decay``, ``decoupled_weight_decay``,
+    ``amsgrad``, ``maximize``, ``variant``). ``amsgrad`` defaults to whether the state holds a
+    running max. Python values are validated first unless ``validate=False``.
+    """
+    hyperparameters.setdefault("amsgrad", state.max_exp_avg_sq is not None)
+    if validate:
+        validate_hyperparameters(**hyperparameters)
+    amsgrad = hyperparameters["amsgrad"]
+    if amsgrad and state.max_exp_avg_sq is None:
+        raise ValueError("amsgrad=True but the state was created with init(..., amsgrad=False)")
+    count = state.count + 1
+    max_sq = state.max_exp_avg_sq if amsgrad else map_collection(lambda _: None, params)
+
+    results = map_collection(
+        lambda p, g, m, v, vmax: padam_step(p, g, m, v, vmax, count, **hyperparameters),
+        params, grads, state.exp_avg, state.exp_avg_sq, max_sq,
+    )
+
+    def field(name: str) -> Collection:
+        # Structure comes from params: a lone StepResult is itself a tuple.
+        return map_collection(lambda _, result: getattr(result, name), params, results)
+
+    new_state = PadamState(
+        count=count,
+        exp_avg=field("exp_avg"),
+        exp_avg_sq=field("exp_avg_sq"),
+        max_exp_avg_sq=field("max_exp_avg_sq") if amsgrad else state.max_exp_avg_sq,
+    )
+    return field("param"), new_state

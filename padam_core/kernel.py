@@ -1,0 +1,259 @@
+r"""The canonical Padam step, written once against the Python array API standard.
+
+Padam (Chen et al., 2018) is AMSGrad with the denominator raised to a partial power
+``partial`` = p in [0, 1/2]: p = 1/2 is AMSGrad, p -> 0 is momentum SGD. For one tensor at step
+t = 1, 2, ... (state m, v, v_hat zero at t = 0)::
+
+    g     <- -g                                  if maximize
+    g     <- g + lambda * theta                  coupled L2 (default)
+    theta <- theta * (1 - alpha * lambda)        decoupled_weight_decay=True (AdamW style)
+    m     <- b1 * m + (1 - b1) * g
+    v     <- b2 * v + (1 - b2) * |g|^2
+    bc1 = 1 - b1^t,  bc2 = 1 - b2^t
+
+and then one of three denominators:
+
+=============  ==========================  ==================================================
+variant        running max (amsgrad=True)  update
+=============  ==========================  ==================================================
+``reference``  v_hat <- max(v_hat, v)      theta -= alpha * sqrt(bc2) / bc1 * m / (sqrt(v_hat) + eps)^(2p)
+``torch``      v_hat <- max(v_hat, v)      theta -= alpha / bc1 * m / ((v_hat / bc2)^p + eps)
+``optax``      v_hat <- max(v_hat, v/bc2)  theta -= alpha * (m / bc1) / (v_hat^p + eps)
+=============  ==========================  ==================================================
+
+``reference`` is the authors' published code (and, at p = 1/2, ``keras.optimizers.Adam``);
+``torch`` is ``torch.optim.Adam``'s placement of eps and bias corrections; ``optax`` is
+``optax.amsgrad``'s. With ``amsgrad=False`` there is no running max: v_hat is v (``optax``: v/bc2).
+
+Numerics decisions, made here once for every framework:
+
+* Precision: float64 and float32 parameters compute in their own dtype. float16 and bfloat16
+  parameters compute in float32 (state is kept in float32 by :func:`padam_core.init`) and the new
+  parameter is cast back once, so eps = 1e-8 cannot underflow and a zero gradient gives no NaN.
+* Bias corrections ``1 - b^t`` are computed as ``-expm1(t * log(b))``. With a Python ``int`` step
+  this is done in Python double precision; with an array step (a traced count under ``jit``) in
+  the compute dtype. ``1 - b**t`` in float32 loses about four digits for b2 = 0.999 at t = 1; the
+  expm1 form keeps float32 accuracy, so every framework gets the same factors to ~1e-7.
+* ``x^(2p)`` for p in {1/2, 1/4, 1/8, 1/16} is a chain of square roots (a general ``pow`` costs
+  5-10x a square root on a CPU); p = 0 gives exactly 1; other p use ``pow``. The chain is only
+  taken when ``partial`` is a Python number; a traced ``partial`` uses ``pow``.
+* Complex parameters: the raw array API convention is v from |g|^2 = re(g)^2 + im(g)^2 (never
+  g * g), with v and v_hat real. torch's adapter instead treats real and imaginary parts as
+  separate parameters, as torch does.
+
+Namespace contract: besides the operators ``+ - * /`` and unary ``-`` on arrays and Python
+scalars, the kernel uses only these functions of the namespace ``xp``: ``asarray``, ``astype``,
+``sqrt``, ``pow``, ``maximum``, ``expm1``, ``log``, ``real``, ``imag``, ``isdtype`` and the dtype
+objects ``float32``, ``float64``, ``complex64``, ``complex128`` (``float16``/``bfloat16`` where the
+namespace has them). A shim exposing these can run the kernel on another array library.
+
+References: Chen, Zhou, Tang, Yang, Cao, Gu, "Closing the Generalization Gap of Adaptive Gradient
+Methods in Training Deep Neural Networks", arXiv:1806.06763 (IJCAI 2020); Reddi, Kale, Kumar, "On
+the Convergence of Adam and Beyond", ICLR 2018.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, NamedTuple
+
+from array_api_compat import array_namespace
+
+from padam_core.hyperparameters import (
+    DEFAULT_B1,
+    DEFAULT_B2,
+    DEFAULT_EPS,
+    DEFAULT_LR,
+    DEFAULT_PARTIAL,
+    DEFAULT_WEIGHT_DECAY,
+    VARIANTS,
+)
+
+__all__ = ["StepResult", "bias_correction", "compute_dtype", "padam_step", "partial_power"]
+
+Array = Any  # any array of a namespace that follows the array API standard
+Scalar = Any  # a Python number or a 0-d array (traced under jit)
+
+# partial -> number of extra square roots after the first one: x^(2p) = sqrt^k(x) for x = sqrt(.)
+_SQRT_CHAINS = {0.5: 0, 0.25: 1, 0.125: 2, 0.0625: 3}
+
+
+class StepResult(NamedTuple):
+    """The arrays a Padam step returns (inputs are never modified)."""
+
+    param: Array  # new parameter, in the parameter's dtype
+    exp_avg: Array  # m, first moment
+    exp_avg_sq: Array  # v, second moment
+    max_exp_avg_sq: Array | None  # v_hat, running max (None when amsgrad=False)
+
+
+def _is_python_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real)
+
+
+def _is_low_precision(dtype: Any, xp: Any) -> bool:
+    if dtype == getattr(xp, "float16", None):
+        return True
+    return "bfloat16" in str(dtype)
+
+
+def compute_dtype(dtype: Any, *, xp: Any) -> Any:
+    """The dtype Padam computes in for a parameter of ``dtype``: float32 for float16/bfloat16."""
+    return xp.float32 if _is_low_precision(dtype, xp) else dtype
+
+
+def _real_dtype(dtype: Any, *, xp: Any) -> Any:
+    if dtype == xp.complex64:
+        return xp.float32
+    if dtype == xp.complex128:
+        return xp.float64
+    return dtype
+
+
+def _as_scalar(value: Scalar, dtype: Any, *, xp: Any, like: Array) -> Scalar:
+    """A Python float stays a Python float (it keeps the array's dtype); an array is cast."""
+    if _is_python_number(value):
+        return float(value)
+    return xp.astype(xp.asarray(value, device=getattr(like, "device", None)), dtype)
+
+
+def bias_correction(beta: Scalar, step: Scalar, *, xp: Any, dtype: Any, like: Array) -> Scalar:
+    """``1 - beta**step`` computed as ``-expm1(step * log(beta))`` (see the module docstring)."""
+    if _is_python_number(beta) and _is_python_number(step):
+        if beta == 0:
+            return 1.0
+        return -math.expm1(step * math.log(beta))
+    log_beta = (
+        (math.log(beta) if beta > 0 else -math.inf)
+        if _is_python_number(beta)
+        else xp.log(_as_scalar(beta, dtype, xp=xp, like=like))
+    )
+    # log(0) = -inf and t >= 1 give expm1(-inf) = -1, so beta = 0 needs no branch here.
+    return -xp.expm1(_as_scalar(step, dtype, xp=xp, like=like) * log_beta)
+
+
+def partial_power(root: Array, partial: Scalar, *, xp: Any) -> Array | float:
+    """``root ** (2 * partial)`` where ``root`` is already a square root (so this is x^p).
+
+    Repeated square roots for partial in {1/2, 1/4, 1/8, 1/16}: within a few ulps of ``pow`` and
+    several times faster. ``partial == 0`` returns exactly ``1.0``.
+    """
+    if _is_python_number(partial):
+        partial = float(partial)
+        if partial == 0.0:
+            return 1.0
+        if partial in _SQRT_CHAINS:
+            for _ in range(_SQRT_CHAINS[partial]):
+                root = xp.sqrt(root)
+            return root
+        return xp.pow(root, 2.0 * partial)
+    return xp.pow(root, 2.0 * partial)
+
+
+def _sqrt_scalar(value: Scalar, *, xp: Any) -> Scalar:
+    return math.sqrt(value) if _is_python_number(value) else xp.sqrt(value)
+
+
+def _abs_squared(g: Array, *, xp: Any) -> Array:
+    if xp.isdtype(g.dtype, "complex floating"):
+        re, im = xp.real(g), xp.imag(g)
+        return re * re + im * im
+    return g * g
+
+
+def padam_step(
+    param: Array,
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
+    max_exp_avg_sq: Array | None,
+    step: Scalar,
+    *,
+    lr: Scalar = DEFAULT_LR,
+    b1: Scalar = DEFAULT_B1,
+    b2: Scalar = DEFAULT_B2,
+    eps: Scalar = DEFAULT_EPS,
+    partial: Scalar = DEFAULT_PARTIAL,
+    weight_decay: Scalar = DEFAULT_WEIGHT_DECAY,
+    decoupled_weight_decay: bool = False,
+    amsgrad: bool = True,
+    maximize: bool = False,
+    variant: str = "reference",
+    xp: Any = None,
+) -> StepResult:
+    """One Padam step for one tensor; returns new arrays and never mutates its inputs.
+
+    Args:
+      param: the parameter theta.
+      grad: its gradient, same shape.
+      exp_avg, exp_avg_sq: the moments m and v (v is real for a complex parameter).
+      max_exp_avg_sq: the running max v_hat; ``None`` when ``amsgrad=False``.
+      step: the count t of this step (1 on the first call): a Python int or a 0-d array.
+      lr, b1, b2, eps, partial, weight_decay: alpha, b1, b2, eps, p, lambda of the module
+        docstring; Python floats, or 0-d arrays (e.g. traced under ``jit``).
+      decoupled_weight_decay: AdamW-style decay theta * (1 - lr * lambda) instead of L2 in g.
+      amsgrad: keep the running max v_hat (Padam's default).
+      maximize: ascend instead of descend.
+      variant: ``"reference"``, ``"torch"`` or ``"optax"`` (table in the module docstring).
+      xp: the array namespace; found from ``param`` and ``grad`` when omitted.
+
+    Hyperparameters are not validated here (that would break ``jit``); callers validate once
+    with :func:`padam_core.validate_hyperparameters`. Each returned state array has the dtype
+    of the state array passed in; the parameter keeps its dtype.
+    """
+    if xp is None:
+        xp = array_namespace(param, grad)
+    if variant not in VARIANTS:
+        raise ValueError(f"Invalid variant value: {variant!r} (expected one of {VARIANTS})")
+    if amsgrad and max_exp_avg_sq is None:
+        raise ValueError("amsgrad=True needs max_exp_avg_sq (the running max), got None")
+    dtype = compute_dtype(param.dtype, xp=xp)
+    real_dtype = _real_dtype(dtype, xp=xp)
+
+    def scalar(value: Scalar) -> Scalar:
+        return _as_scalar(value, real_dtype, xp=xp, like=param)
+
+    lr, b1, b2, eps, weight_decay = map(scalar, (lr, b1, b2, eps, weight_decay))
+    # copy=False: the kernel never writes into these, so no defensive copies are needed.
+    theta = xp.astype(param, dtype, copy=False)
+    g = xp.astype(grad, dtype, copy=False)
+    m = xp.astype(exp_avg, dtype, copy=False)
+    v = xp.astype(exp_avg_sq, real_dtype, copy=False)
+
+    if maximize:
+        g = -g
+    if not (_is_python_number(weight_decay) and weight_decay == 0.0):
+        if decoupled_weight_decay:
+            theta = theta * (1.0 - lr * weight_decay)
+        else:
+            g = g + weight_decay * theta
+
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * _abs_squared(g, xp=xp)
+    bc1 = bias_correction(b1, step, xp=xp, dtype=real_dtype, like=param)
+    bc2 = bias_correction(b2, step, xp=xp, dtype=real_dtype, like=param)
+
+    second = v / bc2 if variant == "optax" else v
+    if amsgrad:
+        v_hat = xp.maximum(xp.astype(max_exp_avg_sq, real_dtype, copy=False), second)
+    else:
+        v_hat = second
+
+    if variant == "reference":
+        denominator = partial_power(xp.sqrt(v_hat) + eps, partial, xp=xp)
+        theta = theta - (lr * _sqrt_scalar(bc2, xp=xp) / bc1) * m / denominator
+    elif variant == "torch":
+        root = xp.sqrt(v_hat) / _sqrt_scalar(bc2, xp=xp)
+        theta = theta - (lr / bc1) * m / (partial_power(root, partial, xp=xp) + eps)
+    else:  # optax
+        theta = theta - lr * (m / bc1) / (partial_power(xp.sqrt(v_hat), partial, xp=xp) + eps)
+
+    return StepResult(
+        param=xp.astype(theta, param.dtype, copy=False),
+        exp_avg=xp.astype(m, exp_avg.dtype, copy=False),
+        exp_avg_sq=xp.astype(v, exp_avg_sq.dtype, copy=False),
+        max_exp_avg_sq=(
+            xp.astype(v_hat, max_exp_avg_sq.dtype, copy=False) if amsgrad else None
+        ),
+    )
