@@ -30,16 +30,18 @@ def save_arrays(
     path = Path(path)
     if _META_KEY in arrays:
         raise ValueError(f"{_META_KEY!r} is reserved for metadata")
+    # Write next to the target, then rename: a crash mid-write never leaves a half file behind.
+    partial_path = path.with_name(path.name + ".tmp")
     if _is_safetensors(path):
         from safetensors.numpy import save_file
 
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path, dict(meta))
-        return
-    meta_bytes = np.frombuffer(json.dumps(dict(meta)).encode(), dtype=np.uint8)
-    # Write next to the target, then rename: a crash mid-write never leaves a half file behind.
-    partial_path = path.with_name(path.name + ".tmp")
-    with open(partial_path, "wb") as handle:
-        np.savez(handle, **arrays, **{_META_KEY: meta_bytes})
+        # asarray(order="C"), not ascontiguousarray: the latter turns 0-d arrays into 1-d.
+        contiguous = {key: np.asarray(value, order="C") for key, value in arrays.items()}
+        save_file(contiguous, partial_path, dict(meta))
+    else:
+        meta_bytes = np.frombuffer(json.dumps(dict(meta)).encode(), dtype=np.uint8)
+        with open(partial_path, "wb") as handle:
+            np.savez(handle, **arrays, **{_META_KEY: meta_bytes})
     os.replace(partial_path, path)
 
 

@@ -77,7 +77,7 @@ def test_traced_hyperparameters_match_python_ones():
                 b2=b2,
                 partial=partial,
                 variant=variant,
-            )  # fmt: skip
+            )
         )(jnp.asarray(3), jnp.asarray(0.05), jnp.asarray(0.8), jnp.asarray(0.99), 0.125)
         for ours, theirs in zip(python, arrays, strict=True):
             np.testing.assert_allclose(theirs, ours, rtol=1e-12)
