@@ -117,7 +117,9 @@ def _as_scalar(value: Scalar, dtype: Any, *, xp: Any, like: Array) -> Scalar:
     """A Python float stays a Python float (it keeps the array's dtype); an array is cast."""
     if _is_python_number(value):
         return float(value)
-    return xp.astype(xp.asarray(value, device=getattr(like, "device", None)), dtype)
+    # An array stays where it is: re-placing a 0-d value on a sharded JAX array's device (a
+    # multi-device Sharding) fails, and 0-d values broadcast onto any device anyway.
+    return xp.astype(value if hasattr(value, "dtype") else xp.asarray(value), dtype)
 
 
 def bias_correction(beta: Scalar, step: Scalar, *, xp: Any, dtype: Any, like: Array) -> Scalar:
