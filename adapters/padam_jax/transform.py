@@ -93,9 +93,9 @@ def scale_by_padam(
       variant: ``"reference"``, ``"torch"`` or ``"optax"``: where eps and the bias
         corrections sit (table above).
       mu_dtype: dtype of the stored first moment ``mu``; by default float32 for 16-bit
-        parameters and the parameter's dtype otherwise. The update itself is computed in float32
-        for 16-bit gradients and in the gradient's dtype otherwise, and returned in the
-        gradient's dtype.
+        parameters and the parameter's dtype otherwise. The update is computed and returned in
+        float32 for float16/bfloat16 gradients (``optax.apply_updates`` casts the sum back to
+        the parameter's dtype, rounding once) and in the gradient's dtype otherwise.
 
     Python numbers are validated here (``ValueError`` naming the argument); arrays, e.g. the
     traced values ``optax.inject_hyperparams`` passes, are not range-checked. With a Python
@@ -176,12 +176,16 @@ def scale_by_padam(
                 )
             # optax's update is a delta that optax.apply_updates adds to the parameter. The
             # kernel returns param - lr * direction, so it is called with param = 0 and lr = 1:
-            # the returned "parameter" is then exactly -direction (0 - x and 1 * x are exact),
-            # computed by the kernel's own code in its compute dtype (float32 for 16-bit
-            # gradients) and rounded once to the gradient's dtype. The learning rate, weight
-            # decay and maximize are separate transformations, composed by padam_jax.padam.
+            # the returned "parameter" is exactly -direction (0 - x and 1 * x are exact), from
+            # the kernel's own code. The zero is made in the compute dtype, so for 16-bit
+            # gradients the direction stays float32 (as optax.adam's updates do with a float32
+            # mu) and apply_updates rounds theta - lr * direction to the parameter's dtype once:
+            # the SPEC's "float32 computation rounded once". Under jit this all fuses, no float32
+            # copy of the parameters is stored. Learning rate, weight decay and maximize are
+            # separate transformations, composed by padam_jax.padam.
+            zero = jnp.zeros_like(grad, dtype=_state_dtype(grad.dtype))
             result = padam_core.padam_step(
-                jnp.zeros_like(grad), grad, mu, nu, nu_max, count,
+                zero, grad, mu, nu, nu_max, count,
                 lr=1.0, b1=b1, b2=b2, eps=eps, partial=partial, amsgrad=amsgrad,
                 variant=variant, xp=jnp,
             )
