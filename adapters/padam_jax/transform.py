@@ -122,6 +122,12 @@ def scale_by_padam(
         names=_CHECKED_NAMES, b1=b1, b2=b2, eps=eps, partial=partial, amsgrad=amsgrad,
         variant=variant,
     )
+    if isinstance(mu_dtype, jax.Array):
+        # optax.inject_hyperparams treats callables (jnp.bfloat16 is one) as schedules.
+        raise ValueError(
+            f"Invalid mu_dtype value: an array {mu_dtype!r} (expected a dtype; with "
+            "optax.inject_hyperparams pass it as a string, e.g. mu_dtype='bfloat16')"
+        )
     if mu_dtype is not None:
         mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
         if not jnp.issubdtype(mu_dtype, jnp.inexact):
