@@ -10,7 +10,7 @@ import jax
 import optax
 
 import padam_core
-from padam_jax.transform import scale_by_padam
+from padam_jax.transform import check_hyperparameter_dtypes, scale_by_padam
 
 __all__ = ["padam"]
 
@@ -80,7 +80,9 @@ def padam(
     Returns:
       An ``optax.GradientTransformation``. ``optax.inject_hyperparams(padam)(...)`` makes the
       numeric arguments (learning rate, partial, betas, eps, weight decay) part of the state, so
-      they can change during training.
+      they can change during training. They are then arrays, so they are not range-checked;
+      with 16-bit parameters pass ``hyperparam_dtype=jnp.float32`` (16-bit hyperparameters
+      are refused: b2 = 0.999 rounds to 1.0 in bfloat16).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -102,6 +104,7 @@ def padam(
     if not callable(weight_decay):
         checked["weight_decay"] = weight_decay
     padam_core.validate_hyperparameters(names={"lr": "learning_rate"}, **checked)
+    check_hyperparameter_dtypes(learning_rate=learning_rate, weight_decay=weight_decay)
 
     transforms = []
     if maximize:

@@ -41,6 +41,23 @@ def _real_dtype(dtype: Any) -> Any:
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
 
 
+def check_hyperparameter_dtypes(**values: Any) -> None:
+    """Reject float16/bfloat16 hyperparameter arrays (a static dtype check, fine under jit).
+
+    ``optax.inject_hyperparams`` stores hyperparameters in the parameters' widest dtype, so with
+    bfloat16 parameters b2 = 0.999 arrives as exactly 1.0 (then 1 - b2^t = 0 and the update is
+    0/0). A silent NaN is worse than an error that says what to do.
+    """
+    for name, value in values.items():
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.float16):
+            raise ValueError(
+                f"Invalid {name} value: a {jnp.dtype(dtype).name} array ({name} loses its digits "
+                f"in 16 bits, e.g. b2 = 0.999 rounds to 1.0 in bfloat16); pass float32 values, "
+                "e.g. optax.inject_hyperparams(padam, hyperparam_dtype=jnp.float32)(...)"
+            )
+
+
 def _leaf_name(path: Any) -> str:
     return jax.tree_util.keystr(path) or "<root>"
 
@@ -66,15 +83,15 @@ def scale_by_padam(
                                       amsgrad)
 
     and the update direction u, which a following ``optax.scale_by_learning_rate`` turns into
-    ``-learning_rate * u``:
+    ``-learning_rate * u`` (``reference`` is the authors' published code, at every p):
 
-    =============  ======================================
-    ``variant``    u
-    =============  ======================================
-    ``reference``  sqrt(bc2) / bc1 * m / (sqrt(v_hat) + eps)^(2 p)   (the authors' code)
-    ``torch``      (1 / bc1) * m / ((v_hat / bc2)^p + eps)            (``torch.optim.Adam``)
-    ``optax``      (m / bc1) / (v_hat^p + eps)                        (``optax.amsgrad``)
-    =============  ======================================
+    =============  =================================================  ======================
+    ``variant``    u                                                  same as, at p = 1/2
+    =============  =================================================  ======================
+    ``reference``  sqrt(bc2) / bc1 * m / (sqrt(v_hat) + eps)^(2 p)    keras Adam(amsgrad)
+    ``torch``      (1 / bc1) * m / ((v_hat / bc2)^p + eps)            ``torch.optim.Adam``
+    ``optax``      (m / bc1) / (v_hat^p + eps)                        ``optax.amsgrad``
+    =============  =================================================  ======================
 
     ==========  ===========  ===============================================
     symbol      argument     meaning
@@ -100,7 +117,9 @@ def scale_by_padam(
     Python numbers are validated here (``ValueError`` naming the argument); arrays, e.g. the
     traced values ``optax.inject_hyperparams`` passes, are not range-checked. With a Python
     ``partial`` in {1/2, 1/4, 1/8, 1/16} the power is a chain of square roots; an array
-    ``partial`` (one that may change during training) uses ``pow``.
+    ``partial`` (one that may change during training) uses ``pow``. float16/bfloat16
+    hyperparameter arrays are refused (b2 = 0.999 is 1.0 in bfloat16): with 16-bit parameters
+    use ``optax.inject_hyperparams(padam, hyperparam_dtype=jnp.float32)``.
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`ScaleByPadamState`.
@@ -122,6 +141,7 @@ def scale_by_padam(
         names=_CHECKED_NAMES, b1=b1, b2=b2, eps=eps, partial=partial, amsgrad=amsgrad,
         variant=variant,
     )
+    check_hyperparameter_dtypes(b1=b1, b2=b2, eps=eps, partial=partial)
     if isinstance(mu_dtype, jax.Array):
         # optax.inject_hyperparams treats callables (jnp.bfloat16 is one) as schedules.
         raise ValueError(

@@ -323,6 +323,28 @@ def test_partial_as_a_schedule_through_inject_hyperparams() -> None:
     assert_trees_close(params, reference)
 
 
+def test_inject_hyperparams_with_bfloat16_params_needs_float32_hyperparameters() -> None:
+    params = make_params(jnp.bfloat16)
+    # optax stores injected values in the parameters' dtype: b2 = 0.999 would become 1.0.
+    with pytest.raises(ValueError, match=r"hyperparam_dtype=jnp\.float32"):
+        optax.inject_hyperparams(padam)(learning_rate=LEARNING_RATE).init(params)
+
+    injected = optax.inject_hyperparams(padam, hyperparam_dtype=jnp.float32)(
+        learning_rate=LEARNING_RATE
+    )
+    plain = padam(LEARNING_RATE)
+    noise = make_noise(20)
+    results = []
+    for optimizer in (injected, plain):
+        step, trained = jax.jit(train_step(optimizer)), params
+        state = optimizer.init(trained)
+        for t in range(20):
+            trained, state = step(trained, state, noise, t)
+        assert trained["w"].dtype == jnp.bfloat16
+        results.append(jax.tree.map(lambda x: np.asarray(x, np.float64), trained))
+    assert_trees_close(results[0], results[1], tolerance=2e-2)  # a few bfloat16 ulps apart
+
+
 def test_learning_rate_schedule_matches_oracle() -> None:
     # Halving is exact, so optax's float32 schedule arithmetic is the same inside and outside jit.
     schedule = optax.piecewise_constant_schedule(0.1, {5: 0.5, 10: 0.5, 15: 0.5})
