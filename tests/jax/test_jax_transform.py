@@ -210,7 +210,8 @@ def test_no_recompilation_after_the_first_call(make_optimizer) -> None:
     for scale in (1.0, 2.0, 3.0):
         params, state = step(params, state, jax.tree.map(lambda p, s=scale: s * p, params))
     assert len(traces) == 1
-    assert step._cache_size() == 1
+    if hasattr(step, "_cache_size"):  # private jit API: also check the compiled-program cache
+        assert step._cache_size() == 1
 
 
 def test_scan_training_loop_equals_python_loop() -> None:
