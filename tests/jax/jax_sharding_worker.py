@@ -76,6 +76,17 @@ def main() -> None:
         float(np.max(np.abs(np.asarray(sharded_params[n]) - np.asarray(single_params[n]))))
         for n in params
     )
+    # Hyperparameters as arrays (inject_hyperparams), one step outside jit, on sharded params.
+    injected = optax.inject_hyperparams(padam)(learning_rate=0.05, partial=0.25)
+    eager_results = []
+    for start in (sharded, single):
+        updates, _ = injected.update(start, injected.init(start), start)
+        eager_results.append(optax.apply_updates(start, updates))
+    eager_sharding_kept = eager_results[0]["w1"].sharding.is_equivalent_to(shardings["w1"], 2)
+    eager_difference = max(
+        float(np.max(np.abs(np.asarray(eager_results[0][n]) - np.asarray(eager_results[1][n]))))
+        for n in params
+    )
     max_param_scale = max(float(np.max(np.abs(np.asarray(single_params[n])))) for n in params)
     print(json.dumps({
         "device_count": len(devices),
@@ -84,6 +95,8 @@ def main() -> None:
         "w1_shards": len(sharded_params["w1"].addressable_shards),
         "relative_difference": max_param_difference / max_param_scale,
         "count": int(padam_state.count),
+        "inject_eager_sharding_kept": eager_sharding_kept,
+        "inject_eager_difference": eager_difference,
         "moved": float(np.max(np.abs(np.asarray(single_params["w1"]) - params["w1"]))),
     }))
 

@@ -40,3 +40,6 @@ def test_sharded_training_keeps_sharding_and_equals_unsharded_run() -> None:
     assert report["moved"] > 1e-3  # training changed the parameters
     # Same maths on shards: only the gradient's cross-shard sums may round differently.
     assert report["relative_difference"] < 1e-12
+    # Array hyperparameters (inject_hyperparams) on sharded parameters, outside jit.
+    assert report["inject_eager_sharding_kept"]
+    assert report["inject_eager_difference"] == 0.0
