@@ -109,16 +109,18 @@ def test_mismatched_gradients_raise_clear_errors_and_leave_state_usable() -> Non
     state = optimizer.init(params)
     snapshot = as_numpy(state)
     bad_shape = {"w": jnp.ones((3, 4)), "b": jnp.ones(3)}
+    # Shapes and structure are static, so the errors come while tracing, under jit too.
+    update = jax.jit(optimizer.update)
     with pytest.raises(ValueError, match=r"gradient \['w'\] has shape \(3, 4\).*\(4, 3\)"):
-        optimizer.update(bad_shape, state, params)
+        update(bad_shape, state, params)
     with pytest.raises(ValueError, match="tree structure does not match"):
-        scale_by_padam().update({"w": jnp.ones((4, 3))}, state[0], params)
+        jax.jit(scale_by_padam().update)({"w": jnp.ones((4, 3))}, state[0])
+    no_max_state = scale_by_padam(amsgrad=False).init(params)
     with pytest.raises(ValueError, match="created with amsgrad=False"):
-        no_max_state = scale_by_padam(amsgrad=False).init(params)
         scale_by_padam(amsgrad=True).update(params, no_max_state)
     # Nothing was modified: the state still trains and equals its snapshot.
     jax.tree.map(np.testing.assert_array_equal, as_numpy(state), snapshot)
-    optimizer.update(params, state, params)
+    update(params, state, params)
 
 
 # ---- state -------------------------------------------------------------------------------------
