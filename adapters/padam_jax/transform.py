@@ -30,28 +30,6 @@ class ScaleByPadamState(NamedTuple):
     nu_max: optax.Updates | None  # v_hat, max of v (variant optax: of v/bc2); None w/o amsgrad
 
 
-class _KernelNamespace:
-    """``jax.numpy`` as the kernel's ``xp``, with one fix for sharded parameters.
-
-    The kernel turns an array hyperparameter (``optax.inject_hyperparams`` passes arrays) into
-    ``xp.asarray(value, device=param.device)``. For a parameter sharded over several devices,
-    ``.device`` is its ``Sharding``, which cannot place a 0-d array (outside ``jit`` this raises).
-    A JAX scalar needs no placement, it broadcasts onto the shards, so that sharding is dropped.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(jnp, name)
-
-    @staticmethod
-    def asarray(obj: Any, dtype: Any = None, *, device: Any = None, copy: Any = None) -> Any:
-        if isinstance(device, jax.sharding.Sharding) and len(device.device_set) > 1:
-            device = None
-        return jnp.asarray(obj, dtype=dtype, device=device, copy=copy)
-
-
-_XP = _KernelNamespace()
-
-
 def _state_dtype(dtype: Any) -> Any:
     """Moments of 16-bit parameters are float32 (SPEC: "state kept in float32")."""
     return padam_core.compute_dtype(jnp.dtype(dtype), xp=jnp)
@@ -235,7 +213,7 @@ def scale_by_padam(
             result = padam_core.padam_step(
                 zero, grad, mu, nu, nu_max, count,
                 lr=1.0, b1=b1, b2=b2, eps=eps, partial=partial, amsgrad=amsgrad,
-                variant=variant, xp=_XP,
+                variant=variant, xp=jnp,
             )
             directions.append(-result.param)
             new_mus.append(result.exp_avg)
