@@ -254,8 +254,10 @@ def padam_step(
         theta = theta - lr * (m / bc1) / (partial_power(xp.sqrt(v_hat), partial, xp=xp) + eps)
 
     def output(array: Array, like: Array) -> Array:
-        # asarray: NumPy turns 0-d results into scalars; callers get arrays back.
-        return xp.asarray(xp.astype(array, like.dtype, copy=False))
+        result = xp.astype(array, like.dtype, copy=False)
+        # NumPy turns 0-d results into scalars (np.float64 is a numbers.Number): callers get
+        # arrays back. Other arrays pass untouched (torch.asarray would warn on autograd inputs).
+        return xp.asarray(result) if isinstance(result, numbers.Number) else result
 
     return StepResult(
         param=output(theta, param),
