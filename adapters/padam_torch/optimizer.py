@@ -682,7 +682,7 @@ def _multi_tensor_padam(
         compute_dtype = torch.float32 if low_precision else real_dtype
         if low_precision:
             thetas = [param.to(torch.float32) for param in device_params]
-            device_grads = [grad.to(torch.float32) for grad in device_grads]
+            device_grads = [grad.to(torch.float32, copy=True) for grad in device_grads]
         else:
             thetas = device_params
         device_lr = lr.to(device=device, dtype=compute_dtype) if isinstance(lr, Tensor) else lr
@@ -693,12 +693,20 @@ def _multi_tensor_padam(
             # A CPU scalar tensor, once, instead of wrapping 1 per step tensor (as torch does).
             torch._foreach_add_(device_steps, torch.tensor(1.0), alpha=1.0)
 
-        # New lists from here on: the caller's gradients are never modified.
+        # The caller's gradients are never written: the first change makes new tensors
+        # (already new for low-precision params, whose float32 copies are ours).
+        grads_are_ours = low_precision
         if maximize:
-            device_grads = torch._foreach_neg(device_grads)
+            if grads_are_ours:
+                torch._foreach_neg_(device_grads)
+            else:
+                device_grads = torch._foreach_neg(device_grads)
+                grads_are_ours = True
         if weight_decay != 0:
             if decoupled_weight_decay:
                 torch._foreach_mul_(thetas, 1 - device_lr * weight_decay)
+            elif grads_are_ours:
+                torch._foreach_add_(device_grads, thetas, alpha=weight_decay)
             else:
                 device_grads = torch._foreach_add(device_grads, thetas, alpha=weight_decay)
 

@@ -125,13 +125,13 @@ def scenario_fsdp2(rank: int, world: int, directory: Path) -> dict:
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
     from torch.distributed.fsdp import fully_shard
 
-    def sharded_model_and_optimizer():
+    def sharded_model_and_optimizer(foreach: bool = False):
         model = _model()
         for layer in model:
             if isinstance(layer, torch.nn.Linear):
                 fully_shard(layer)
         fully_shard(model)
-        return model, Padam(model.parameters(), **HYPERPARAMETERS)
+        return model, Padam(model.parameters(), foreach=foreach, **HYPERPARAMETERS)
 
     def full_parameters(model) -> list[torch.Tensor]:
         return [p.full_tensor().detach() for p in model.parameters()]
@@ -158,7 +158,12 @@ def scenario_fsdp2(rank: int, world: int, directory: Path) -> dict:
     step_after_load = next(iter(restored_optimizer.state.values()))["step"].item()
     _train(restored, restored_optimizer, range(half, STEPS), batch)
     resumed = full_parameters(restored)
+
+    foreach_model, foreach_optimizer = sharded_model_and_optimizer(foreach=True)
+    _train(foreach_model, foreach_optimizer, range(STEPS), batch)
+    foreach_error = _max_relative_error(full_parameters(foreach_model), straight)
     return {
+        "foreach_error_vs_single_tensor": foreach_error,
         "param_type": sharded_state,
         "ranks_agree": _ranks_agree(straight),
         "error_vs_single_process": _max_relative_error(straight, _single_process_reference()),

@@ -107,4 +107,5 @@ def test_fsdp2_trains_and_resumes_from_distributed_checkpoint(distributed_result
         assert result["error_vs_single_process"] <= 1e-12
         assert result["step_after_load"] == 4.0
         assert result["resume_bitwise"]
+        assert result["foreach_error_vs_single_tensor"] <= 1e-12
         assert result["distance_from_init"] > 1e-3

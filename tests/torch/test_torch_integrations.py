@@ -14,6 +14,11 @@ from tests.torch.helpers import relative_error
 
 STEPS = 30
 
+# Emitted inside torch while dynamo traces (not by padam_torch).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)
+
 
 def _fixed_gradients(shape=(6, 4), steps=STEPS, seed=0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
