@@ -36,6 +36,7 @@ from torch.optim.optimizer import (
     Optimizer,
     ParamsT,
     _default_to_fused_or_foreach,
+    _foreach_supported_types,
     _get_scalar_dtype,
     _get_value,
     _to_scalar,
@@ -426,7 +427,8 @@ Args:
     variant (str, optional): ``"reference"`` (default), ``"torch"`` or ``"optax"``: where eps
         and the bias corrections sit (see above).
     foreach (bool, optional): use the ``torch._foreach_*`` implementation; ``None`` picks it on
-        CUDA as torch does (default: None).
+        CUDA as torch does, and also for plain CPU tensors, where it is the faster one
+        (default: None). ``False`` runs the canonical kernel tensor by tensor.
     capturable (bool, optional): keep ``step`` on the parameter's device and never read it on
         the host, so the step can be captured in a CUDA graph (default: False).
     differentiable (bool, optional): run the step with autograd enabled (default: False).
@@ -485,7 +487,7 @@ def padam(
     ):
         raise RuntimeError("`state_steps` must be a list of singleton tensors")
     if foreach is None:
-        _, foreach = _default_to_fused_or_foreach(params, differentiable, use_fused=False)
+        foreach = _default_foreach(params, differentiable)
     if foreach and torch.jit.is_scripting():
         raise RuntimeError("torch.jit.script not supported with foreach optimizers")
     implementation = _multi_tensor_padam if foreach else _single_tensor_padam
@@ -510,6 +512,16 @@ def padam(
         decoupled_weight_decay=decoupled_weight_decay,
         variant=variant,
     )
+
+
+def _default_foreach(params: list[Tensor], differentiable: bool) -> bool:
+    """torch's rule (foreach on CUDA-like devices, never when differentiable), extended to plain
+    CPU tensors: there the foreach path measured 2-3x faster than the kernel loop, whose pure
+    functions allocate a temporary per operation (docs/torch.md)."""
+    _, foreach = _default_to_fused_or_foreach(params, differentiable, use_fused=False)
+    if foreach or differentiable or torch.jit.is_scripting():
+        return foreach
+    return all(type(p) in _foreach_supported_types and p.device.type == "cpu" for p in params)
 
 
 def _single_tensor_padam(

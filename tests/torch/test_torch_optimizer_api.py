@@ -211,3 +211,11 @@ def test_optimizer_pickles_and_deep_copies():
         assert clone.param_groups[0]["variant"] == "torch"
         state = next(iter(clone.state.values()))
         assert state["step"].item() == 1.0
+
+
+def test_foreach_default_on_cpu_and_never_when_differentiable():
+    from padam_torch.optimizer import _default_foreach
+
+    params = [_param(2), _param(3, dtype=torch.bfloat16)]
+    assert _default_foreach(params, differentiable=False)
+    assert not _default_foreach(params, differentiable=True)
