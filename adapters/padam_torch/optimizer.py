@@ -54,14 +54,16 @@ from padam_core import (
     validate_hyperparameters,
 )
 
+# partial -> extra square roots after the first (x^(2p) = sqrt^(1+k)(x)): the kernel's own table,
+# so both implementations take the chain for exactly the same p.
+from padam_core.kernel import _SQRT_CHAINS
+
 __all__ = ["Padam", "padam"]
 
 # torch's argument names for padam_core's hyperparameter names (used in error messages).
 _ARGUMENT_NAMES = {"b1": "betas[0]", "b2": "betas[1]"}
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _STATE_TENSORS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-# x^(2p) = sqrt applied (1 + k) times, for these p (same table as padam_core.kernel).
-_SQRT_CHAINS = {0.5: 0, 0.25: 1, 0.125: 2, 0.0625: 3}
 
 
 def _state_dtype(param: Tensor) -> torch.dtype:
@@ -85,12 +87,18 @@ def _validate_group(group: Mapping[str, Any]) -> None:
     betas = group.get("betas", (DEFAULT_B1, DEFAULT_B2))
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Invalid betas value: {betas!r} (expected a pair (beta1, beta2))")
+    partial = group.get("partial", DEFAULT_PARTIAL)
+    if isinstance(partial, Tensor):
+        raise ValueError(
+            f"Invalid partial value: {partial!r} (expected a Python number: it selects "
+            "the algorithm of the power)"
+        )
     values = {
         "lr": _plain_number(group.get("lr", DEFAULT_LR), "lr"),
         "b1": _plain_number(betas[0], "betas[0]"),
         "b2": _plain_number(betas[1], "betas[1]"),
         "eps": group.get("eps", DEFAULT_EPS),
-        "partial": group.get("partial", DEFAULT_PARTIAL),
+        "partial": partial,
         "weight_decay": group.get("weight_decay", DEFAULT_WEIGHT_DECAY),
     }
     for flag in ("amsgrad", "decoupled_weight_decay", "maximize", "variant"):
@@ -117,8 +125,6 @@ class Padam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        if isinstance(partial, Tensor):
-            raise TypeError("partial must be a Python number (it selects the power's algorithm)")
         defaults = {
             "lr": lr,
             "betas": betas,

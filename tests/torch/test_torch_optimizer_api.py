@@ -219,3 +219,11 @@ def test_foreach_default_on_cpu_and_never_when_differentiable():
     params = [_param(2), _param(3, dtype=torch.bfloat16)]
     assert _default_foreach(params, differentiable=False)
     assert not _default_foreach(params, differentiable=True)
+
+
+def test_tensor_partial_is_rejected_in_any_group():
+    with pytest.raises(ValueError, match="Invalid partial value"):
+        Padam([_param(2)], partial=torch.tensor(0.25))
+    optimizer = Padam([_param(2)])
+    with pytest.raises(ValueError, match="Invalid partial value"):
+        optimizer.add_param_group({"params": [_param(3)], "partial": torch.tensor(0.25)})
