@@ -13,13 +13,15 @@ t = 1, 2, ... (state m, v, v_hat zero at t = 0)::
 
 and then one of three denominators:
 
-=============  ==========================  ==================================================
+=============  ==========================  ==============================================
 variant        running max (amsgrad=True)  update
-=============  ==========================  ==================================================
-``reference``  v_hat <- max(v_hat, v)      theta -= alpha * sqrt(bc2) / bc1 * m / (sqrt(v_hat) + eps)^(2p)
-``torch``      v_hat <- max(v_hat, v)      theta -= alpha / bc1 * m / ((v_hat / bc2)^p + eps)
-``optax``      v_hat <- max(v_hat, v/bc2)  theta -= alpha * (m / bc1) / (v_hat^p + eps)
-=============  ==========================  ==================================================
+=============  ==========================  ==============================================
+``reference``  v_hat <- max(v_hat, v)      theta -= a * sqrt(bc2)/bc1 * m / (sqrt(v_hat) + eps)^(2p)
+``torch``      v_hat <- max(v_hat, v)      theta -= a / bc1 * m / ((v_hat / bc2)^p + eps)
+``optax``      v_hat <- max(v_hat, v/bc2)  theta -= a * (m / bc1) / (v_hat^p + eps)
+=============  ==========================  ==============================================
+
+(a is the learning rate alpha.)
 
 ``reference`` is the authors' published code (and, at p = 1/2, ``keras.optimizers.Adam``);
 ``torch`` is ``torch.optim.Adam``'s placement of eps and bias corrections; ``optax`` is
@@ -76,7 +78,7 @@ Array = Any  # any array of a namespace that follows the array API standard
 Scalar = Any  # a Python number or a 0-d array (traced under jit)
 
 # partial -> number of extra square roots after the first one: x^(2p) = sqrt^k(x) for x = sqrt(.)
-_SQRT_CHAINS = {0.5: 0, 0.25: 1, 0.125: 2, 0.0625: 3}
+SQRT_CHAIN_LENGTHS = {0.5: 0, 0.25: 1, 0.125: 2, 0.0625: 3}
 
 
 class StepResult(NamedTuple):
@@ -143,8 +145,8 @@ def partial_power(root: Array, partial: Scalar, *, xp: Any) -> Array | float:
         partial = float(partial)
         if partial == 0.0:
             return 1.0
-        if partial in _SQRT_CHAINS:
-            for _ in range(_SQRT_CHAINS[partial]):
+        if partial in SQRT_CHAIN_LENGTHS:
+            for _ in range(SQRT_CHAIN_LENGTHS[partial]):
                 root = xp.sqrt(root)
             return root
         return xp.pow(root, 2.0 * partial)
@@ -249,11 +251,13 @@ def padam_step(
     else:  # optax
         theta = theta - lr * (m / bc1) / (partial_power(xp.sqrt(v_hat), partial, xp=xp) + eps)
 
+    def output(array: Array, like: Array) -> Array:
+        # asarray: NumPy turns 0-d results into scalars; callers get arrays back.
+        return xp.asarray(xp.astype(array, like.dtype, copy=False))
+
     return StepResult(
-        param=xp.astype(theta, param.dtype, copy=False),
-        exp_avg=xp.astype(m, exp_avg.dtype, copy=False),
-        exp_avg_sq=xp.astype(v, exp_avg_sq.dtype, copy=False),
-        max_exp_avg_sq=(
-            xp.astype(v_hat, max_exp_avg_sq.dtype, copy=False) if amsgrad else None
-        ),
+        param=output(theta, param),
+        exp_avg=output(m, exp_avg),
+        exp_avg_sq=output(v, exp_avg_sq),
+        max_exp_avg_sq=output(v_hat, max_exp_avg_sq) if amsgrad else None,
     )
