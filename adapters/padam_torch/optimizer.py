@@ -56,7 +56,7 @@ from padam_core import (
 
 # partial -> extra square roots after the first (x^(2p) = sqrt^(1+k)(x)): the kernel's own table,
 # so both implementations take the chain for exactly the same p.
-from padam_core.kernel import _SQRT_CHAINS
+from padam_core.kernel import SQRT_CHAIN_LENGTHS as _SQRT_CHAINS
 
 __all__ = ["Padam", "padam"]
 
