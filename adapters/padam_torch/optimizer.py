@@ -492,6 +492,9 @@ def padam(
         isinstance(step, Tensor) for step in state_steps
     ):
         raise RuntimeError("`state_steps` must be a list of singleton tensors")
+    # The optimizer validated its groups; a direct caller of this function may not have. The
+    # foreach path would read an unknown variant as "optax", so at least that is checked here.
+    validate_hyperparameters(variant=variant, amsgrad=amsgrad)
     if foreach is None:
         foreach = _default_foreach(params, differentiable)
     if foreach and torch.jit.is_scripting():

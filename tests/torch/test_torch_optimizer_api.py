@@ -227,3 +227,26 @@ def test_tensor_partial_is_rejected_in_any_group():
     optimizer = Padam([_param(2)])
     with pytest.raises(ValueError, match="Invalid partial value"):
         optimizer.add_param_group({"params": [_param(3)], "partial": torch.tensor(0.25)})
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
+def test_functional_padam_updates_in_place_like_the_class(foreach):
+    from padam_torch import padam
+
+    param, twin = _param(4), _param(4)
+    grad = torch.randn(4, dtype=torch.float64)
+    twin.grad = grad.clone()
+    Padam([twin], lr=0.01, partial=0.25, foreach=foreach).step()
+    exp_avg, exp_avg_sq, max_exp_avg_sq = (torch.zeros_like(param) for _ in range(3))
+    step = torch.tensor(0.0)
+    hyperparameters = dict(
+        amsgrad=True, beta1=0.9, beta2=0.999, lr=0.01, weight_decay=0.0, eps=1e-8,
+        partial=0.25, maximize=False, decoupled_weight_decay=False,
+    )
+    with torch.no_grad():
+        padam([param], [grad], [exp_avg], [exp_avg_sq], [max_exp_avg_sq], [step],
+              foreach=foreach, variant="reference", **hyperparameters)
+    assert torch.equal(param, twin) and step.item() == 1.0
+    with pytest.raises(ValueError, match="Invalid variant value: 'adam'"):
+        padam([param], [grad], [exp_avg], [exp_avg_sq], [max_exp_avg_sq], [step],
+              foreach=foreach, variant="adam", **hyperparameters)
