@@ -178,11 +178,6 @@ class Padam(Optimizer):
         for param in group["params"]:
             if param.grad is None:
                 continue
-            if param.grad.is_sparse:
-                raise RuntimeError(
-                    "Padam does not support sparse gradients; use dense gradients "
-                    "(e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
-                )
             has_complex |= torch.is_complex(param)
             params_with_grad.append(param)
             grads.append(param.grad)
@@ -235,6 +230,17 @@ class Padam(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+
+        # Rejected before any group is stepped or any state is created.
+        if any(
+            param.grad is not None and param.grad.is_sparse
+            for group in self.param_groups
+            for param in group["params"]
+        ):
+            raise RuntimeError(
+                "Padam does not support sparse gradients; use dense gradients "
+                "(e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
+            )
 
         for group in self.param_groups:
             params_with_grad: list[Tensor] = []

@@ -141,14 +141,18 @@ def test_no_running_max_without_amsgrad():
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
 def test_sparse_gradients_are_rejected_clearly(foreach):
+    dense = torch.nn.Linear(3, 2)
     embedding = torch.nn.Embedding(10, 3, sparse=True)
-    optimizer = Padam(embedding.parameters(), foreach=foreach)
-    before = embedding.weight.detach().clone()
-    embedding(torch.tensor([1, 2])).sum().backward()
+    optimizer = Padam(
+        [{"params": dense.parameters()}, {"params": embedding.parameters()}], foreach=foreach
+    )
+    before = [p.detach().clone() for p in (*dense.parameters(), embedding.weight)]
+    dense(embedding(torch.tensor([1, 2]))).sum().backward()
     with pytest.raises(RuntimeError, match="Padam does not support sparse gradients"):
         optimizer.step()
-    assert torch.equal(embedding.weight.detach(), before)
-    assert len(optimizer.state) == 0
+    after = [p.detach() for p in (*dense.parameters(), embedding.weight)]
+    assert all(torch.equal(b, a) for b, a in zip(before, after, strict=True))
+    assert len(optimizer.state) == 0  # not even the dense group was stepped
 
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
