@@ -189,3 +189,22 @@ def test_bad_checkpoint_is_rejected_and_changes_nothing(how, message):
     assert_state_dicts_equal(before, target.state_dict())
     for weight, param in zip(weights, target_model.parameters(), strict=True):
         assert torch.equal(weight, param)
+
+
+def test_padam_checkpoint_loads_back_into_adam():
+    """The other direction: Padam(p = 1/2, torch-style) state continues under Adam(amsgrad)."""
+    torch.manual_seed(0)
+    padam_model = torch.nn.Linear(6, 3).double()
+    padam = Padam(padam_model.parameters(), lr=0.01, partial=0.5, variant="torch")
+    _train_linear(padam_model, padam, range(10))
+    model_state = _round_trip(padam_model.state_dict())
+    padam_state = _round_trip(padam.state_dict())
+    _train_linear(padam_model, padam, range(10, 20))
+
+    adam_model = torch.nn.Linear(6, 3).double()
+    adam_model.load_state_dict(model_state)
+    adam = torch.optim.Adam(adam_model.parameters(), amsgrad=True)
+    adam.load_state_dict(padam_state)
+    _train_linear(adam_model, adam, range(10, 20))
+    for expected, actual in zip(padam_model.parameters(), adam_model.parameters(), strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-14)
