@@ -254,3 +254,11 @@ def test_functional_padam_updates_in_place_like_the_class(foreach):
     with pytest.raises(ValueError, match="Invalid variant value: 'adam'"):
         padam([param], [grad], [exp_avg], [exp_avg_sq], [max_exp_avg_sq], [step],
               foreach=foreach, variant="adam", **hyperparameters)
+
+
+def test_named_parameters_are_accepted_and_saved():
+    model = torch.nn.Linear(3, 2).double()
+    optimizer = Padam(model.named_parameters(), lr=0.01)
+    model(torch.ones(1, 3, dtype=torch.float64)).sum().backward()
+    optimizer.step()
+    assert optimizer.state_dict()["param_groups"][0]["param_names"] == ["weight", "bias"]
