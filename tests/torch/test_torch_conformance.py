@@ -20,17 +20,26 @@ from tests.torch.helpers import (
 )
 
 VARIANTS = padam_core.VARIANTS
-# Flag combinations crossed with every variant, amsgrad setting, dtype and implementation.
-# The partial values cover every square-root chain, the general pow (0.3) and p = 0.
+# Every flag combination (maximize x {no decay, L2, decoupled}; amsgrad and the variant are
+# crossed below), each with another partial: every square-root chain, the general pow (0.3)
+# and p = 0 are covered, and one case changes the betas.
+DECOUPLED = {"weight_decay": 1e-2, "decoupled_weight_decay": True}
 CASES = (
     {},
-    {"partial": 0.5},
+    {"partial": 0.5, "maximize": True},
     {"partial": 0.25, "weight_decay": 1e-2},
-    {"partial": 1 / 16, "maximize": True},
-    {"partial": 0.3, "weight_decay": 1e-2, "decoupled_weight_decay": True},
-    {"partial": 0.0, "betas": (0.8, 0.99)},
+    {"partial": 1 / 16, "weight_decay": 1e-2, "maximize": True},
+    {"partial": 0.3, **DECOUPLED},
+    {"partial": 0.0, **DECOUPLED, "maximize": True, "betas": (0.8, 0.99)},
 )
-CASE_IDS = ("default", "p1/2", "p1/4-l2", "p1/16-maximize", "p0.3-decoupled", "p0-betas")
+CASE_IDS = (
+    "p1/8",
+    "p1/2-maximize",
+    "p1/4-l2",
+    "p1/16-l2-maximize",
+    "p0.3-decoupled",
+    "p0-decoupled-maximize-betas",
+)
 FLOAT_DTYPES = (torch.float64, torch.float32)
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
