@@ -60,6 +60,17 @@ def test_half_partial_torch_style_decoupled_is_adamw(amsgrad, foreach):
     _assert_same_parameters(reference, padam)
 
 
+@pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
+def test_half_partial_torch_style_maximize_is_adam_maximize(foreach):
+    """Both ascend the loss (with L2 decay still pulling towards zero) in the same way."""
+    common = {"lr": 1e-2, "weight_decay": 1e-2, "amsgrad": True, "maximize": True}
+    reference, padam = _train_pair(
+        lambda params: torch.optim.Adam(params, foreach=foreach, **common),
+        lambda params: Padam(params, partial=0.5, variant="torch", foreach=foreach, **common),
+    )
+    _assert_same_parameters(reference, padam)
+
+
 class AuthorsPadam(torch.optim.Optimizer):
     """The authors' published Padam step (Chen et al.'s ``Padam.py``), restated for this test.
 
