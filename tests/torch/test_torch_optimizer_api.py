@@ -190,8 +190,7 @@ def test_tensor_betas_need_single_tensor_path():
         Padam([other], betas=(torch.tensor(0.9), torch.tensor(0.999)), foreach=True).step()
 
 
-# torch.asarray warns when padam_core wraps an lr that requires grad; the behaviour is wanted.
-@pytest.mark.filterwarnings("ignore:torch.asarray")
+@pytest.mark.filterwarnings("error")
 def test_differentiable_step_carries_gradient_to_lr():
     """differentiable=True: the update is part of the autograd graph (as in torch.optim)."""
     leaf = _param(3)
