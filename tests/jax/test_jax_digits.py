@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
 from padam_jax import padam
 
 datasets = pytest.importorskip("sklearn.datasets")

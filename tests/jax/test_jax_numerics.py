@@ -18,9 +18,9 @@ import ml_dtypes
 import numpy as np
 import optax
 import pytest
-from padam_jax import padam, scale_by_padam
 
 import padam_core
+from padam_jax import padam, scale_by_padam
 
 STEPS = 100
 SHAPES = {"w": (4, 3), "b": (3,)}

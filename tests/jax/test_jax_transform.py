@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from padam_jax import ScaleByPadamState, padam, scale_by_padam, state_from_arrays, state_to_arrays
 
 import padam_core
+from padam_jax import ScaleByPadamState, padam, scale_by_padam, state_from_arrays, state_to_arrays
 
 SHAPES = {"w": (4, 3), "b": (3,)}
 LEARNING_RATE = 0.05

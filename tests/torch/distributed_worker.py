@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
 from padam_torch import Padam
 
 HYPERPARAMETERS = {"lr": 0.01, "partial": 0.125, "weight_decay": 1e-3}

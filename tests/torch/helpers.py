@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from padam_torch import Padam
 
 import padam_core
+from padam_torch import Padam
 
 #: SPEC.md's tolerances on max|x - ref| / max|ref| after 100 steps against the float64 oracle.
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}

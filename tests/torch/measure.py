@@ -13,9 +13,9 @@ from __future__ import annotations
 import itertools
 
 import torch
-from padam_torch import Padam
 from torch.utils import benchmark
 
+from padam_torch import Padam
 from tests.torch.helpers import recorded_gradients, relative_error, torch_trajectory
 from tests.torch.test_torch_conformance import CASES, _oracle
 

@@ -6,8 +6,8 @@ import io
 
 import pytest
 import torch
-from padam_torch import Padam
 
+from padam_torch import Padam
 from tests.torch.helpers import assert_state_dicts_equal, snapshot
 
 STEPS = 24

@@ -10,8 +10,8 @@ import math
 
 import pytest
 import torch
-from padam_torch import Padam
 
+from padam_torch import Padam
 from tests.torch.helpers import batches, digits_tensors, small_mlp
 
 STEPS = 100

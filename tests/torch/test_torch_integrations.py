@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch._dynamo
-from padam_torch import Padam
 from torch._dynamo.utils import counters
 
 import padam_core
+from padam_torch import Padam
 from tests.torch.helpers import relative_error
 
 STEPS = 30

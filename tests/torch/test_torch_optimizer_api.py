@@ -7,9 +7,9 @@ import pickle
 
 import pytest
 import torch
-from padam_torch import Padam
 
 import padam_core
+from padam_torch import Padam
 
 
 def _param(*shape: int, dtype: torch.dtype = torch.float64, seed: int = 0) -> torch.Tensor:

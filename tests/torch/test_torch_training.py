@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from padam_torch import Padam
 
+from padam_torch import Padam
 from tests.torch.helpers import batches, digits_tensors
 
 STEPS = 600  # about 27 epochs of 1400 training images, batch 64
