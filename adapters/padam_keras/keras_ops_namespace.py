@@ -90,7 +90,7 @@ def sqrt(x: Any, /) -> Any:
     return ops.sqrt(x)
 
 
-def pow(x1: Any, x2: Any, /) -> Any:  # noqa: A001 - the array API's name
+def pow(x1: Any, x2: Any, /) -> Any:
     return ops.power(x1, x2)
 
 

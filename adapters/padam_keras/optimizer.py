@@ -283,7 +283,7 @@ class Padam(keras.optimizers.Optimizer):
         variables = (
             self._trainable_variables if trainable_variables is None else trainable_variables
         )
-        for gradient, variable in zip(grads, variables):
+        for gradient, variable in zip(grads, variables, strict=False):  # Keras checks lengths
             if gradient is None:
                 continue
             grad_shape, var_shape = _static_shape(gradient), _static_shape(variable)
@@ -308,10 +308,9 @@ class Padam(keras.optimizers.Optimizer):
         # Map a backend/replica variable back to the Keras one for the exclusion lists.
         decays = self._use_weight_decay(self._trainable_variables[index])
         decoupled = decays and bool(self.weight_decay)
-        if decoupled:
-            weight_decay = self.weight_decay
-        else:
-            weight_decay = self.l2_weight_decay if decays else 0.0
+        weight_decay = (
+            self.weight_decay if decoupled else (self.l2_weight_decay if decays else 0.0)
+        )
         momentum = self._momentums[index]
         velocity = self._velocities[index]
         velocity_hat = self._velocity_hats[index] if self.amsgrad else None

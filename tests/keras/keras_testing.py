@@ -95,6 +95,10 @@ def run_optimizer(
     through eager ``optimizer.apply``.
     """
     dtypes = [v.dtype for v in variables]
+
+    def tensors_of(step_grads: Sequence[np.ndarray]) -> list:
+        return [keras.ops.convert_to_tensor(g, d) for g, d in zip(step_grads, dtypes, strict=True)]
+
     if BACKEND == "jax":
         import jax
 
@@ -103,11 +107,10 @@ def run_optimizer(
         values = [v.value for v in variables]
         state = [v.value for v in optimizer.variables]
         for step_grads in grads:
-            tensors = [keras.ops.convert_to_tensor(g, d) for g, d in zip(step_grads, dtypes)]
-            values, state = step(state, tensors, values)
-        for variable, value in zip(variables, values):
+            values, state = step(state, tensors_of(step_grads), values)
+        for variable, value in zip(variables, values, strict=True):
             variable.assign(value)
-        for variable, value in zip(optimizer.variables, state):
+        for variable, value in zip(optimizer.variables, state, strict=True):
             variable.assign(value)
     else:
         if BACKEND == "tensorflow":
@@ -119,5 +122,5 @@ def run_optimizer(
         else:
             apply = lambda tensors: optimizer.apply(tensors, variables)  # noqa: E731
         for step_grads in grads:
-            apply([keras.ops.convert_to_tensor(g, d) for g, d in zip(step_grads, dtypes)])
+            apply(tensors_of(step_grads))
     return [keras.ops.convert_to_numpy(v) for v in variables]

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from keras_testing import (
     LR,
-    LR_AS_STORED,
     TOLERANCE,
     float64_available,
     gradient_sequence,
@@ -21,7 +20,6 @@ from keras_testing import (
     relative_error,
     run_optimizer,
 )
-
 from padam_keras import Padam
 
 STEPS = 100
@@ -111,7 +109,7 @@ def test_half_partial_reference_equals_keras_adam_amsgrad() -> None:
         adam_vars,
         grads,
     )
-    for actual, expected, start in zip(padam, adam, initial):
+    for actual, expected, start in zip(padam, adam, initial, strict=True):
         assert relative_error(actual, expected) <= TOLERANCE["float32"]
         assert relative_error(start, expected) > 1e-3
 
@@ -125,7 +123,7 @@ def test_learning_rate_schedule_follows_iterations() -> None:
     expected = reference_run(
         initial, grads, learning_rate=lambda t: float(np.float32(0.1 * 0.5 ** ((t - 1) / 10)))
     )
-    for actual, reference in zip(final, expected):
+    for actual, reference in zip(final, expected, strict=True):
         assert relative_error(actual, reference) <= TOLERANCE["float32"]
 
 
@@ -138,7 +136,7 @@ def test_global_clipnorm_and_gradient_accumulation_come_from_the_base_class() ->
     final = run_optimizer(optimizer, variables, grads)
 
     averaged = [
-        [(a.astype(np.float64) + b) / 2 for a, b in zip(grads[t], grads[t + 1])]
+        [(a.astype(np.float64) + b) / 2 for a, b in zip(grads[t], grads[t + 1], strict=True)]
         for t in range(0, len(grads), 2)
     ]
     clipped = []
@@ -146,7 +144,7 @@ def test_global_clipnorm_and_gradient_accumulation_come_from_the_base_class() ->
         norm = np.sqrt(sum(float(np.sum(g * g)) for g in step_grads))
         clipped.append([g * min(1.0, 1.0 / norm) for g in step_grads])
     expected = reference_run(initial, clipped)
-    for actual, reference in zip(final, expected):
+    for actual, reference in zip(final, expected, strict=True):
         assert relative_error(actual, reference) <= TOLERANCE["float32"]
     assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == len(averaged)
 
