@@ -13,6 +13,7 @@ scalar), because the kernel compares ``array.dtype == xp.float16``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -39,11 +40,15 @@ __all__ = [
 
 
 def _native_dtype(name: str) -> Any:
-    """The backend's dtype object for ``name`` (e.g. ``tf.float16``), or ``None`` if it lacks it."""
-    try:
-        return ops.convert_to_tensor(0, dtype=name).dtype
-    except (TypeError, ValueError):  # pragma: no cover - every Keras 3 backend has these
-        return None
+    """The backend's dtype object for ``name`` (e.g. ``tf.float16``), or ``None`` if it lacks it
+    (JAX without x64 silently gives float32 for float64: that counts as lacking it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            dtype = ops.convert_to_tensor(0, dtype=name).dtype
+        except (TypeError, ValueError):  # pragma: no cover - every Keras 3 backend has these
+            return None
+    return dtype if keras.backend.standardize_dtype(dtype) == name else None
 
 
 float16 = _native_dtype("float16")

@@ -69,8 +69,14 @@ def _read(value: Any) -> Any:
     Reading through ``keras.ops`` honours JAX's ``StatelessScope`` and ``tf.distribute``'s
     per-replica values. On torch the result is detached: the update is not differentiated.
     """
+    backend = keras.backend.backend()
+    if backend == "tensorflow" and type(value).__name__ == "IndexedSlices":
+        import tensorflow as tf
+
+        # Padam's update is dense (every moment decays each step), so densify sparse gradients.
+        return tf.convert_to_tensor(value)
     tensor = ops.convert_to_tensor(value)
-    if keras.backend.backend() == "torch":
+    if backend == "torch":
         tensor = tensor.detach()
     return tensor
 
@@ -340,6 +346,11 @@ class Padam(keras.optimizers.Optimizer):
         if self.amsgrad:
             self.assign(velocity_hat, result.max_exp_avg_sq)
         self.assign(variable, result.param)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Padam:
+        # The base class replaces a serialized schedule in the dict it is given: copy it first.
+        return super().from_config(dict(config), custom_objects=custom_objects)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
