@@ -12,7 +12,14 @@ import os
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-pytest.importorskip("keras")
+keras = pytest.importorskip("keras")
+
+if keras.backend.backend() == "torch":
+    import torch
+
+    # These tests use tiny tensors: with several intra-op threads on a busy 2-core machine,
+    # torch spends ~20x longer in thread hand-offs than in arithmetic.
+    torch.set_num_threads(1)
 
 
 def pytest_configure(config: pytest.Config) -> None:
