@@ -124,6 +124,7 @@ def test_mixed_float16_is_finite_and_close_to_float32() -> None:
     mixed_weights, mixed_loss, _ = results["mixed_float16"]
     full_weights, full_loss, _ = results["float32"]
     assert np.all(np.isfinite(mixed_loss))
+    np.testing.assert_allclose(mixed_loss, full_loss, rtol=2e-2)
     for mixed, full in zip(mixed_weights, full_weights, strict=True):
         assert np.all(np.isfinite(mixed))
         assert relative_error(mixed, full) <= 2e-2
