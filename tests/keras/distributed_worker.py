@@ -71,8 +71,8 @@ def main(engine: str) -> None:
         json.dumps(
             {
                 "replicas": replicas,
-                "weights": max(error(a, b) for a, b in zip(*(distributed[0], single[0]))),
-                "slots": max(error(a, b) for a, b in zip(*(distributed[1], single[1]))),
+                "weights": max(error(a, b) for a, b in zip(distributed[0], single[0], strict=True)),
+                "slots": max(error(a, b) for a, b in zip(distributed[1], single[1], strict=True)),
                 "moved": error(single[0][0], make_model().get_weights()[0]),
             }
         )
