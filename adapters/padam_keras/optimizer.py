@@ -8,7 +8,6 @@ kernel's results back with the optimizer's ``assign`` helper only, so JAX's stat
 
 from __future__ import annotations
 
-import functools
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +40,9 @@ _SLOT_NAMES = ("momentum", "velocity", "velocity_hat")
 _LOW_PRECISION = ("float16", "bfloat16")
 
 
-@functools.cache
+_NAMESPACE: Any = None  # chosen on first use: Keras fixes its backend once per process
+
+
 def _kernel_namespace() -> Any:
     """The array namespace the kernel runs on for this process's Keras backend.
 
@@ -49,18 +50,17 @@ def _kernel_namespace() -> Any:
     TensorFlow has none, so it gets :mod:`padam_keras.keras_ops_namespace`, a shim over
     ``keras.ops`` that implements the kernel's namespace contract.
     """
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax.numpy as jnp
-
-        return jnp
-    if backend == "torch":
-        from array_api_compat import torch as torch_namespace
-
-        return torch_namespace
-    from padam_keras import keras_ops_namespace
-
-    return keras_ops_namespace
+    global _NAMESPACE
+    if _NAMESPACE is None:
+        backend = keras.backend.backend()
+        if backend == "jax":
+            import jax.numpy as namespace
+        elif backend == "torch":
+            from array_api_compat import torch as namespace
+        else:
+            from padam_keras import keras_ops_namespace as namespace
+        _NAMESPACE = namespace
+    return _NAMESPACE
 
 
 def _read(value: Any) -> Any:

@@ -28,6 +28,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "filterwarnings",
         "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning",
     )
+    # torch.compile (jit_compile=True on the torch backend) uses a deprecated torch.jit helper.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+    )
 
 
 @pytest.fixture(autouse=True)
