@@ -70,11 +70,12 @@ def _read(value: Any) -> Any:
     per-replica values. On torch the result is detached: the update is not differentiated.
     """
     backend = keras.backend.backend()
-    if backend == "tensorflow" and type(value).__name__ == "IndexedSlices":
+    if backend == "tensorflow":
         import tensorflow as tf
 
-        # Padam's update is dense (every moment decays each step), so densify sparse gradients.
-        return tf.convert_to_tensor(value)
+        if isinstance(value, tf.IndexedSlices):
+            # Padam's update is dense (every moment decays each step): densify sparse gradients.
+            return tf.convert_to_tensor(value)
     tensor = ops.convert_to_tensor(value)
     if backend == "torch":
         tensor = tensor.detach()

@@ -5,10 +5,16 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from keras_testing import BACKEND, TOLERANCE, reference_run, relative_error, run_optimizer
 from padam_keras import Padam, keras_ops_namespace
 
 import padam_core
+from tests.keras.keras_testing import (
+    BACKEND,
+    TOLERANCE,
+    reference_run,
+    relative_error,
+    run_optimizer,
+)
 
 
 def _numpy(value) -> np.ndarray:

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from keras_testing import BACKEND
+
+from tests.keras.keras_testing import BACKEND
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parents[2]

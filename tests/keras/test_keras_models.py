@@ -7,8 +7,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from keras_testing import relative_error
 from padam_keras import Padam
+
+from tests.keras.keras_testing import relative_error
 
 FEATURES, OUTPUTS, BATCH = 8, 3, 16
 

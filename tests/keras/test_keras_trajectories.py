@@ -11,7 +11,9 @@ import itertools
 import keras
 import numpy as np
 import pytest
-from keras_testing import (
+from padam_keras import Padam
+
+from tests.keras.keras_testing import (
     LR,
     TOLERANCE,
     float64_available,
@@ -20,7 +22,6 @@ from keras_testing import (
     relative_error,
     run_optimizer,
 )
-from padam_keras import Padam
 
 STEPS = 100
 SHAPES = {"kernel": (4, 3), "bias": (5,)}
