@@ -37,7 +37,9 @@ _KERAS_NAMES = {
     "weight_decay": "l2_weight_decay",
 }
 _SLOT_NAMES = ("momentum", "velocity", "velocity_hat")
+_SECOND_MOMENT_SLOTS = ("velocity", "velocity_hat")
 _LOW_PRECISION = ("float16", "bfloat16")
+_COMPLEX_TO_REAL = {"complex64": "float32", "complex128": "float64"}
 
 
 _NAMESPACE: Any = None  # chosen on first use: Keras fixes its backend once per process
@@ -141,6 +143,10 @@ class Padam(keras.optimizers.Optimizer):
     variable's compute dtype, which keeps float32 accuracy where ``1 - beta**t`` would lose about
     four digits at t = 1. Under ``mixed_float16`` the variables are float32 and Keras wraps the
     optimizer in a ``LossScaleOptimizer`` as for any built-in optimizer.
+
+    Complex variables (JAX and torch backends): v is real, from |g|^2 = re(g)^2 + im(g)^2, as in
+    :mod:`padam_core`; TensorFlow does not mix real and complex tensors, so there ``build``
+    raises a ``ValueError``.
 
     Args:
         learning_rate: A float or a ``keras.optimizers.schedules.LearningRateSchedule``.
@@ -252,9 +258,21 @@ class Padam(keras.optimizers.Optimizer):
         """Create the slot variables ``momentum``, ``velocity`` and, with amsgrad,
         ``velocity_hat`` (in the same order as ``keras.optimizers.Adam(amsgrad=True)``, so
         ``set_weights`` can move an Adam state into Padam). Slots of a float16/bfloat16
-        variable are float32."""
+        variable are float32; ``velocity`` and ``velocity_hat`` of a complex variable are real
+        (they hold |g|^2)."""
         if self.built:
             return
+        if keras.backend.backend() == "tensorflow":
+            complex_variables = [
+                v.path for v in var_list
+                if keras.backend.standardize_dtype(v.dtype) in _COMPLEX_TO_REAL
+            ]
+            if complex_variables:
+                raise ValueError(
+                    f"Padam cannot update complex variables {complex_variables} on the "
+                    "TensorFlow backend: TensorFlow does not mix real and complex tensors in "
+                    "arithmetic (use the JAX or torch backend, or split real and imaginary parts)"
+                )
         super().build(var_list)
         self._momentums, self._velocities = self.add_optimizer_variables(
             var_list, ["momentum", "velocity"]
@@ -265,15 +283,17 @@ class Padam(keras.optimizers.Optimizer):
     def add_variable_from_reference(
         self, reference_variable: Any, name: str | None = None, initializer: Any = "zeros"
     ) -> keras.Variable:
-        low_precision = (
-            name in _SLOT_NAMES
-            and keras.backend.standardize_dtype(reference_variable.dtype) in _LOW_PRECISION
-        )
-        if not low_precision:
+        dtype = keras.backend.standardize_dtype(reference_variable.dtype)
+        slot_dtype = None
+        if name in _SLOT_NAMES and dtype in _LOW_PRECISION:
+            slot_dtype = "float32"  # the kernel keeps low-precision state in float32
+        elif name in _SECOND_MOMENT_SLOTS and dtype in _COMPLEX_TO_REAL:
+            slot_dtype = _COMPLEX_TO_REAL[dtype]  # v holds |g|^2: real
+        if slot_dtype is None:
             return super().add_variable_from_reference(reference_variable, name, initializer)
         # The base class (and TensorFlow's device colocation) creates the slot through
-        # add_variable with the reference's dtype; the kernel keeps its state in float32.
-        self._slot_dtype_override = "float32"
+        # add_variable with the reference's dtype: override that dtype for this one call.
+        self._slot_dtype_override = slot_dtype
         try:
             return super().add_variable_from_reference(reference_variable, name, initializer)
         finally:

@@ -28,8 +28,10 @@ def float64_available() -> bool:
 
 def relative_error(actual: Any, expected: Any) -> float:
     """SPEC.md's measure: max|x - ref| / max|ref| over the whole tensor."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
+    actual = np.asarray(actual)
+    actual = actual.astype(np.result_type(actual, np.float64))  # complex stays complex
+    expected = np.asarray(expected)
+    expected = expected.astype(np.result_type(expected, np.float64))
     scale = np.max(np.abs(expected))
     difference = np.max(np.abs(actual - expected))
     return float(difference / scale) if scale > 0 else float(difference)
@@ -59,15 +61,17 @@ def reference_run(
     learning_rate: float | Callable[[int], float] = LR_AS_STORED,
     **hyperparameters: Any,
 ) -> list[np.ndarray]:
-    """padam_core.padam_step run in NumPy float64 from ``initial`` over ``grads[t][i]``.
+    """padam_core.padam_step run in NumPy float64 (complex128) from ``initial`` over
+    ``grads[t][i]``.
 
     Inputs are taken as given (round them to the tested dtype first); ``learning_rate`` may be
     a function of the step t = 1, 2, ... (a schedule).
     """
     amsgrad = hyperparameters.get("amsgrad", True)
-    params = [np.asarray(p, dtype=np.float64) for p in initial]
+    params = [np.asarray(p).astype(np.result_type(p, np.float64)) for p in initial]
+    # m like the parameter; v and v_hat real (they hold |g|^2 for a complex parameter).
     state = [
-        (np.zeros_like(p), np.zeros_like(p), np.zeros_like(p) if amsgrad else None)
+        (np.zeros_like(p), np.zeros(p.shape), np.zeros(p.shape) if amsgrad else None)
         for p in params
     ]
     for t, step_grads in enumerate(grads, start=1):
@@ -75,7 +79,7 @@ def reference_run(
         for i, grad in enumerate(step_grads):
             m, v, v_hat = state[i]
             result = padam_core.padam_step(
-                params[i], np.asarray(grad, dtype=np.float64), m, v, v_hat, t,
+                params[i], grad.astype(np.result_type(grad, np.float64)), m, v, v_hat, t,
                 lr=lr, **hyperparameters,
             )
             params[i] = result.param

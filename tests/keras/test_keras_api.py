@@ -124,6 +124,26 @@ def test_indexed_slices_gradient_equals_its_dense_form() -> None:
     assert not np.array_equal(_numpy(sparse_var), start)
 
 
+def test_complex_variables_follow_the_kernel_convention() -> None:
+    """v from |g|^2 (real slots), as padam_core; TensorFlow refuses with a clear error."""
+    rng = np.random.default_rng(21)
+    start = (rng.normal(size=6) + 1j * rng.normal(size=6)).astype("complex64")
+    grads = [[(rng.normal(size=6) + 1j * rng.normal(size=6)).astype("complex64")]
+             for _ in range(30)]
+    variable = keras.Variable(start, dtype="complex64")
+    optimizer = Padam()
+    if BACKEND == "tensorflow":
+        with pytest.raises(ValueError, match="complex variables"):
+            optimizer.build([variable])
+        return
+    final = run_optimizer(optimizer, [variable], grads)[0]
+    slot_dtypes = sorted(v.dtype for v in optimizer._velocities + optimizer._velocity_hats)
+    assert slot_dtypes == ["float32", "float32"]
+    expected = reference_run([start], grads)[0]
+    assert relative_error(final, expected) <= TOLERANCE["float32"]
+    assert relative_error(start, expected) > 1e-3
+
+
 # ---- float16 ---------------------------------------------------------------------------------
 
 
