@@ -27,6 +27,7 @@ def main(engine: str) -> None:
             cpu, [tf.config.LogicalDeviceConfiguration()] * DEVICES[engine]
         )
     import keras
+
     from padam_keras import Padam
 
     rng = np.random.default_rng(0)

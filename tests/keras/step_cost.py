@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
+
 from padam_keras import Padam
 
 SHAPES = [(1024, 1024), (1024,), (1024, 1024), (1024,)]

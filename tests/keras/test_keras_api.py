@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from padam_keras import Padam, keras_ops_namespace
 
 import padam_core
+from padam_keras import Padam, keras_ops_namespace
 from tests.keras.keras_testing import (
     BACKEND,
     TOLERANCE,

@@ -7,8 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from padam_keras import Padam
 
+from padam_keras import Padam
 from tests.keras.keras_testing import relative_error
 
 FEATURES, OUTPUTS, BATCH = 8, 3, 16

@@ -11,8 +11,8 @@ import itertools
 import keras
 import numpy as np
 import pytest
-from padam_keras import Padam
 
+from padam_keras import Padam
 from tests.keras.keras_testing import (
     LR,
     TOLERANCE,
