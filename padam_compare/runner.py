@@ -1,0 +1,137 @@
+"""Run a comparison: load the data, train every (optimizer, seed) pair, summarize.
+
+The framework is chosen through :data:`BACKENDS`, a registry name -> loader; a backend trains
+one run and reports each epoch. Everything else (data, tables, files, figure) is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from padam_compare.config import CompareConfig, ConfigError, OptimizerRun
+from padam_compare.data import Dataset, load_dataset
+from padam_compare.results import EpochRecord, RunResult, Summary, summarize
+
+__all__ = ["BACKENDS", "Backend", "Comparison", "get_backend", "run_comparison"]
+
+
+class Backend(Protocol):
+    """What a framework provides: train one run, describe itself."""
+
+    name: str
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def train(
+        self, run: OptimizerRun, seed: int, on_epoch: Callable[[EpochRecord], None] | None = None
+    ) -> RunResult: ...
+
+
+def _torch_backend(config: CompareConfig, dataset: Dataset) -> Backend:
+    try:
+        from padam_compare.torch_backend import TorchBackend
+    except ImportError as error:
+        raise ConfigError(
+            f"--framework torch needs PyTorch ({error}); install padam[torch,compare]"
+        ) from error
+    return TorchBackend(config, dataset)
+
+
+def _not_yet(name: str, adapter: str) -> Callable[[CompareConfig, Dataset], Backend]:
+    def loader(config: CompareConfig, dataset: Dataset) -> Backend:
+        raise ConfigError(
+            f"--framework {name} is not available yet in padam compare (its training loop over "
+            f"{adapter} is still to be written); use --framework torch"
+        )
+
+    return loader
+
+
+#: Framework name -> backend constructor.
+BACKENDS: Final[dict[str, Callable[[CompareConfig, Dataset], Backend]]] = {
+    "torch": _torch_backend,
+    "jax": _not_yet("jax", "padam_jax/optax"),
+    "keras": _not_yet("keras", "padam_keras"),
+}
+
+
+def get_backend(config: CompareConfig, dataset: Dataset) -> Backend:
+    """The backend of ``config.framework``; ``ConfigError`` if it is not available."""
+    if config.framework not in BACKENDS:
+        raise ConfigError(f"unknown framework {config.framework!r}; expected one of "
+                          f"{', '.join(BACKENDS)}")
+    return BACKENDS[config.framework](config, dataset)
+
+
+@dataclass
+class Comparison:
+    """Everything a comparison produced."""
+
+    config: CompareConfig
+    dataset: Dataset
+    environment: dict[str, Any]
+    runs: list[RunResult] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def summaries(self) -> list[Summary]:
+        return summarize(self.runs, self.config.target_loss)
+
+
+class _Progress:
+    """A tqdm bar per run (to stderr), or nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def start(self, description: str, total: int) -> None:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=description, unit="epoch", leave=True,
+                            dynamic_ncols=True)
+
+    def update(self, record: EpochRecord) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{record.train_loss:.3f}",
+                                 test_acc=f"{100 * record.test_accuracy:.1f}%", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run_comparison(config: CompareConfig) -> Comparison:
+    """Train every optimizer of ``config`` from every seed; the results in memory."""
+    started = time.perf_counter()
+    dataset = load_dataset(config.dataset, config.data_dir)
+    if config.train_size is not None or config.test_size is not None:
+        dataset = dataset.subset(config.train_size, config.test_size)
+    backend = get_backend(config, dataset)
+    environment = {
+        **backend.describe(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "train_examples": int(len(dataset.y_train)),
+        "test_examples": int(len(dataset.y_test)),
+    }
+    comparison = Comparison(config=config, dataset=dataset, environment=environment)
+    runs = [(run, seed) for run in config.optimizer_runs() for seed in config.seeds]
+    progress = _Progress(config.progress)
+    for number, (run, seed) in enumerate(runs, start=1):
+        progress.start(f"[{number}/{len(runs)}] {run.label} seed {seed}", config.epochs)
+        try:
+            comparison.runs.append(backend.train(run, seed, on_epoch=progress.update))
+        finally:
+            progress.close()
+    comparison.wall_seconds = time.perf_counter() - started
+    return comparison
