@@ -18,6 +18,7 @@ from padam_core.hyperparameters import (
     validate_hyperparameters,
 )
 from padam_core.kernel import StepResult, bias_correction, compute_dtype, padam_step, partial_power
+from padam_core.optimizer import Padam
 
 __all__ = [
     "DEFAULT_B1",
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_PARTIAL",
     "DEFAULT_WEIGHT_DECAY",
     "VARIANTS",
+    "Padam",
     "PadamState",
     "StepResult",
     "bias_correction",

@@ -52,11 +52,11 @@ def map_collection(function: Callable[..., Any], *collections: Collection) -> Co
     if isinstance(first, (list, tuple)):
         for other in collections[1:]:
             if not isinstance(other, (list, tuple)) or len(other) != len(first):
+                got = len(other) if isinstance(other, (list, tuple)) else type(other).__name__
                 raise ValueError(
-                    f"Structure mismatch: expected a sequence of {len(first)} arrays, "
-                    f"got {len(other) if isinstance(other, (list, tuple)) else type(other).__name__}"
+                    f"Structure mismatch: expected a sequence of {len(first)} arrays, got {got}"
                 )
-        return type(first)(function(*items) for items in zip(*collections))
+        return type(first)(function(*items) for items in zip(*collections, strict=True))
     return function(*collections)
 
 
@@ -109,7 +109,11 @@ def update(
 
     results = map_collection(
         lambda p, g, m, v, vmax: padam_step(p, g, m, v, vmax, count, **hyperparameters),
-        params, grads, state.exp_avg, state.exp_avg_sq, max_sq,
+        params,
+        grads,
+        state.exp_avg,
+        state.exp_avg_sq,
+        max_sq,
     )
 
     def field(name: str) -> Collection:

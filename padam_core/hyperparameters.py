@@ -51,9 +51,7 @@ def _is_concrete_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def validate_hyperparameters(
-    names: Mapping[str, str] | None = None, **values: Any
-) -> None:
+def validate_hyperparameters(names: Mapping[str, str] | None = None, **values: Any) -> None:
     """Raise ``ValueError`` for the first invalid hyperparameter among ``values``.
 
     ``values`` uses the core names (``lr``, ``b1``, ``b2``, ``eps``, ``partial``,

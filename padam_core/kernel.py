@@ -13,13 +13,15 @@ t = 1, 2, ... (state m, v, v_hat zero at t = 0)::
 
 and then one of three denominators:
 
-=============  ==========================  ==================================================
+=============  ==========================  ==============================================
 variant        running max (amsgrad=True)  update
-=============  ==========================  ==================================================
-``reference``  v_hat <- max(v_hat, v)      theta -= alpha * sqrt(bc2) / bc1 * m / (sqrt(v_hat) + eps)^(2p)
-``torch``      v_hat <- max(v_hat, v)      theta -= alpha / bc1 * m / ((v_hat / bc2)^p + eps)
-``optax``      v_hat <- max(v_hat, v/bc2)  theta -= alpha * (m / bc1) / (v_hat^p + eps)
-=============  ==========================  ==================================================
+=============  ==========================  ==============================================
+``reference``  v_hat <- max(v_hat, v)      theta -= a * sqrt(bc2)/bc1 * m / (sqrt(v_hat) + eps)^(2p)
+``torch``      v_hat <- max(v_hat, v)      theta -= a / bc1 * m / ((v_hat / bc2)^p + eps)
+``optax``      v_hat <- max(v_hat, v/bc2)  theta -= a * (m / bc1) / (v_hat^p + eps)
+=============  ==========================  ==============================================
+
+(a is the learning rate alpha.)
 
 ``reference`` is the authors' published code (and, at p = 1/2, ``keras.optimizers.Adam``);
 ``torch`` is ``torch.optim.Adam``'s placement of eps and bias corrections; ``optax`` is
@@ -249,11 +251,13 @@ def padam_step(
     else:  # optax
         theta = theta - lr * (m / bc1) / (partial_power(xp.sqrt(v_hat), partial, xp=xp) + eps)
 
+    def output(array: Array, like: Array) -> Array:
+        # asarray: NumPy turns 0-d results into scalars; callers get arrays back.
+        return xp.asarray(xp.astype(array, like.dtype, copy=False))
+
     return StepResult(
-        param=xp.astype(theta, param.dtype, copy=False),
-        exp_avg=xp.astype(m, exp_avg.dtype, copy=False),
-        exp_avg_sq=xp.astype(v, exp_avg_sq.dtype, copy=False),
-        max_exp_avg_sq=(
-            xp.astype(v_hat, max_exp_avg_sq.dtype, copy=False) if amsgrad else None
-        ),
+        param=output(theta, param),
+        exp_avg=output(m, exp_avg),
+        exp_avg_sq=output(v, exp_avg_sq),
+        max_exp_avg_sq=output(v_hat, max_exp_avg_sq) if amsgrad else None,
     )

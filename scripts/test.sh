@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set everything up, then run the whole test suite: lint, the main suite, and the Keras tests
+# once per Keras backend, each in its own process (Keras picks its backend once per process).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+python=.venv/bin/python
+
+# pytest exits 5 when a group collects no test: that is not a failure of the group.
+run_pytest() {
+  local status=0
+  "$python" -m pytest "$@" || status=$?
+  if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then exit "$status"; fi
+}
+
+echo "== ruff"
+"$python" -m ruff check .
+echo "== main suite (core, torch, jax, compare)"
+run_pytest tests --ignore=tests/keras -q
+if [ -d tests/keras ]; then
+  for backend in tensorflow jax torch; do
+    echo "== keras tests, KERAS_BACKEND=$backend"
+    KERAS_BACKEND=$backend run_pytest tests/keras -q
+  done
+fi
