@@ -203,13 +203,13 @@ def _compare(parser: argparse.ArgumentParser, arguments: argparse.Namespace,
 
     from padam_compare.data import DataError
     from padam_compare.report import format_table, write_outputs
-    from padam_compare.runner import run_comparison
+    from padam_compare.runner import SetupError, run_comparison
 
     try:
         comparison = run_comparison(config)
     except ConfigError as error:
         compare_parser.error(str(error))
-    except DataError as error:
+    except (DataError, SetupError) as error:
         print(f"padam compare: error: {error}", file=sys.stderr)
         return 1
     command = "padam " + shlex.join(argv)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 from collections.abc import Callable
@@ -95,8 +96,13 @@ def _standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, n
     )
 
 
+@functools.lru_cache(maxsize=1)
 def load_mnist1d() -> Dataset:
-    """MNIST-1D generated procedurally (offline, about one second), default arguments."""
+    """MNIST-1D generated procedurally (offline, about one second), default arguments.
+
+    Cached: the arrays are never modified (``subset`` makes views), so repeated comparisons in one
+    process (tests, notebooks) generate it once.
+    """
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -131,7 +137,8 @@ def load_digits() -> Dataset:
     try:
         from sklearn.datasets import load_digits as sklearn_load_digits
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise DataError("the digits dataset needs scikit-learn (pip install scikit-learn)") from error
+        raise DataError("the digits dataset needs scikit-learn (pip install scikit-learn)") \
+            from error
     bunch = sklearn_load_digits()
     x = bunch.data.astype(np.float64).reshape(-1, 1, 8, 8)
     y = bunch.target.astype(np.int64)
@@ -160,7 +167,8 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     dtype pickles as ``dtype(...)``. NumPy 2 renamed ``numpy.core`` to ``numpy._core``: the
     official files (NumPy 1, Python 2) name the old module, files re-pickled today the new one.
     ``_frombuffer`` is what protocol-5 pickles of arrays use; like the others it only builds an
-    array from bytes. Nothing here can call an arbitrary function or import a module.
+    array from bytes. Nothing here can call an arbitrary function or import a module (and object
+    arrays are rejected after loading: a batch must be uint8).
     """
     try:
         from numpy._core import multiarray, numeric
@@ -172,7 +180,17 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         allowed[(f"{module}.numeric", "_frombuffer")] = numeric._frombuffer
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
+    # Python 3 writes bytes at protocols 0-2 as _codecs.encode(text, "latin1"); only that exact
+    # call is accepted (a general codec call is not needed and is not allowed).
+    allowed[("_codecs", "encode")] = _latin1_encode
     return allowed
+
+
+def _latin1_encode(text: object, encoding: object = None, errors: object = None) -> bytes:
+    """``_codecs.encode`` restricted to what pickle uses it for: str -> bytes via latin-1."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors is not None:
+        raise pickle.UnpicklingError("refusing _codecs.encode other than (str, 'latin1')")
+    return text.encode("latin-1")
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -257,7 +275,8 @@ def _read_batch(path: Path, labels_key: str, num_classes: int) -> tuple[np.ndarr
     except pickle.UnpicklingError as error:
         raise DataError(f"{path} is not a valid CIFAR batch: {error}") from error
     except Exception as error:  # truncated or not a pickle at all: many exception types
-        raise DataError(f"{path} is not a CIFAR python-pickle batch ({error!r})") from error
+        raise DataError(f"{path} is not a valid CIFAR batch: not a readable pickle "
+                        f"({type(error).__name__}: {error})") from error
     if not isinstance(record, dict):
         raise DataError(f"{path} is not a CIFAR batch: it holds a {type(record).__name__}")
     try:

@@ -162,7 +162,7 @@ def plot_curves(path: Path, runs: list[RunResult], title: str, target_loss: floa
                                       np.nanmax(values, axis=0), color=color, alpha=0.2,
                                       linewidth=0)
     seeds = len({run.seed for run in runs})
-    band = f" (line: mean of {seeds} seeds; band: min–max)" if seeds > 1 else ""
+    band = f" (line: mean of {seeds} seeds; band: min to max)" if seeds > 1 else ""
     loss_axes.set_yscale("log")
     loss_axes.set_title("training loss" + band, fontsize=10)
     accuracy_axes.set_title("test accuracy (%)", fontsize=10)
@@ -216,7 +216,7 @@ def write_outputs(comparison: Any, output_dir: Path, command: str) -> dict[str, 
         f"({environment.get('train_examples')} training / {environment.get('test_examples')} "
         "test examples).",
         "",
-        f"Mean ± standard deviation over seeds {config.seeds}; learning rate × "
+        f"Mean ± standard deviation over seeds {config.seeds}; learning rate times "
         f"{config.lr_decay:g} after epochs {config.resolved_milestones()}.",
         "",
         format_table(summaries, config.target_loss, markdown=True),

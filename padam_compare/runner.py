@@ -17,7 +17,11 @@ from padam_compare.config import CompareConfig, ConfigError, OptimizerRun
 from padam_compare.data import Dataset, load_dataset
 from padam_compare.results import EpochRecord, RunResult, Summary, summarize
 
-__all__ = ["BACKENDS", "Backend", "Comparison", "get_backend", "run_comparison"]
+__all__ = ["BACKENDS", "Backend", "Comparison", "SetupError", "get_backend", "run_comparison"]
+
+
+class SetupError(RuntimeError):
+    """The run cannot start here: a package or device is missing, an optimizer rejects a value."""
 
 
 class Backend(Protocol):
@@ -27,23 +31,30 @@ class Backend(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
+    def check(self, runs: list[OptimizerRun]) -> None:
+        """Build every optimizer once (on a dummy parameter) so a problem shows before training;
+        raise :class:`SetupError`."""
+
     def train(
         self, run: OptimizerRun, seed: int, on_epoch: Callable[[EpochRecord], None] | None = None
     ) -> RunResult: ...
 
 
-def _torch_backend(config: CompareConfig, dataset: Dataset) -> Backend:
+BackendFactory = Callable[[CompareConfig, Dataset], Backend]
+
+
+def _torch_backend() -> BackendFactory:
     try:
         from padam_compare.torch_backend import TorchBackend
     except ImportError as error:
         raise ConfigError(
             f"--framework torch needs PyTorch ({error}); install padam[torch,compare]"
         ) from error
-    return TorchBackend(config, dataset)
+    return TorchBackend
 
 
-def _not_yet(name: str, adapter: str) -> Callable[[CompareConfig, Dataset], Backend]:
-    def loader(config: CompareConfig, dataset: Dataset) -> Backend:
+def _not_yet(name: str, adapter: str) -> Callable[[], BackendFactory]:
+    def loader() -> BackendFactory:
         raise ConfigError(
             f"--framework {name} is not available yet in padam compare (its training loop over "
             f"{adapter} is still to be written); use --framework torch"
@@ -52,20 +63,20 @@ def _not_yet(name: str, adapter: str) -> Callable[[CompareConfig, Dataset], Back
     return loader
 
 
-#: Framework name -> backend constructor.
-BACKENDS: Final[dict[str, Callable[[CompareConfig, Dataset], Backend]]] = {
+#: Framework name -> loader of its backend class (imports the framework only when chosen).
+BACKENDS: Final[dict[str, Callable[[], BackendFactory]]] = {
     "torch": _torch_backend,
     "jax": _not_yet("jax", "padam_jax/optax"),
     "keras": _not_yet("keras", "padam_keras"),
 }
 
 
-def get_backend(config: CompareConfig, dataset: Dataset) -> Backend:
-    """The backend of ``config.framework``; ``ConfigError`` if it is not available."""
-    if config.framework not in BACKENDS:
-        raise ConfigError(f"unknown framework {config.framework!r}; expected one of "
+def get_backend(framework: str) -> BackendFactory:
+    """The backend class of ``framework``; ``ConfigError`` if it is not available."""
+    if framework not in BACKENDS:
+        raise ConfigError(f"unknown framework {framework!r}; expected one of "
                           f"{', '.join(BACKENDS)}")
-    return BACKENDS[config.framework](config, dataset)
+    return BACKENDS[framework]()
 
 
 @dataclass
@@ -112,19 +123,21 @@ class _Progress:
 def run_comparison(config: CompareConfig) -> Comparison:
     """Train every optimizer of ``config`` from every seed; the results in memory."""
     started = time.perf_counter()
+    backend_class = get_backend(config.framework)  # fails before the data is read
     dataset = load_dataset(config.dataset, config.data_dir)
     if config.train_size is not None or config.test_size is not None:
         dataset = dataset.subset(config.train_size, config.test_size)
-    backend = get_backend(config, dataset)
+    backend = backend_class(config, dataset)
     environment = {
         **backend.describe(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "train_examples": int(len(dataset.y_train)),
-        "test_examples": int(len(dataset.y_test)),
+        "train_examples": len(dataset.y_train),
+        "test_examples": len(dataset.y_test),
     }
     comparison = Comparison(config=config, dataset=dataset, environment=environment)
+    backend.check(config.optimizer_runs())
     runs = [(run, seed) for run in config.optimizer_runs() for seed in config.seeds]
     progress = _Progress(config.progress)
     for number, (run, seed) in enumerate(runs, start=1):

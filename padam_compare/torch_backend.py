@@ -14,6 +14,7 @@ from torch import nn
 from padam_compare.config import CompareConfig, OptimizerRun
 from padam_compare.data import Dataset
 from padam_compare.results import EpochRecord, RunResult
+from padam_compare.runner import SetupError
 from padam_compare.torch_models import build_model
 
 __all__ = ["TORCH_OPTIMIZERS", "TorchBackend", "make_optimizer"]
@@ -41,9 +42,9 @@ def _adamw(params: Iterable[nn.Parameter], options: dict[str, Any]) -> torch.opt
 def _padam(params: Iterable[nn.Parameter], options: dict[str, Any]) -> torch.optim.Optimizer:
     try:
         from padam_torch import Padam
-    except ImportError as error:  # pragma: no cover - depends on the installed extras
-        raise RuntimeError(
-            "Padam for torch is not available: install padam with the torch extra "
+    except ImportError as error:  # pragma: no cover - depends on the installed package
+        raise SetupError(
+            f"Padam for torch is not available ({error}); install padam with the torch extra "
             "(pip install 'padam[torch,compare]')"
         ) from error
     return Padam(params, lr=options["lr"], betas=options["betas"], eps=options["eps"],
@@ -70,8 +71,11 @@ def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return torch.device(name)
+        raise SetupError(f"device {name!r} asked for, but torch sees no CUDA device")
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise SetupError(f"invalid device {name!r}: {error}") from None
 
 
 class _Batches:
@@ -141,6 +145,15 @@ class TorchBackend:
             "device": str(self.device),
             "threads": torch.get_num_threads(),
         }
+
+    def check(self, runs: list[OptimizerRun]) -> None:
+        """Build each optimizer on a dummy parameter: a missing package or a value the
+        optimizer rejects shows up before any training."""
+        for run in runs:
+            try:
+                make_optimizer(run, [nn.Parameter(torch.zeros(1))])
+            except (ValueError, TypeError) as error:
+                raise SetupError(f"{run.label}: {error}") from error
 
     @torch.no_grad()
     def _evaluate(self, model: nn.Module) -> tuple[float, float]:
