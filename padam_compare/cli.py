@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-dir", metavar="DIR", default=S,
         help="directory with the CIFAR python-pickle files (or torchvision's layout)")
     add("--model", choices=list(MODELS), default=S, help="network")
-    add("--epochs", type=_positive_int, default=S, help="epochs per run (default 40)")
+    add("--epochs", type=_positive_int, default=S, help="epochs per run (default 30)")
     add("--batch-size", type=_positive_int, default=S, help="batch size (default 128)")
     add("--milestones", type=_positive_int, nargs="*", metavar="EPOCH", default=S,
         help="multiply the learning rate by --lr-decay after these epochs (default: 1/2 and 3/4 "

@@ -127,7 +127,7 @@ class CompareConfig:
     dataset: str = "mnist1d"
     data_dir: str | None = None
     model: str = "cnn1d"
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 128
     #: Epochs after which the learning rate is multiplied by ``lr_decay``. ``None``: the paper's
     #: schedule scaled to ``epochs`` (at 1/2 and 3/4 of the run: 100 and 150 of 200).

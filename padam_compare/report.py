@@ -147,6 +147,9 @@ def plot_curves(path: Path, runs: list[RunResult], title: str, target_loss: floa
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     labels = list(dict.fromkeys(run.label for run in runs if run.epochs))
     colors = matplotlib.colormaps["tab10"].colors
+    length = max((len(run.epochs) for run in runs), default=0)
+    # The accuracies end close together: an inset magnifies the second half of training.
+    zoom = accuracy_axes.inset_axes((0.42, 0.08, 0.55, 0.5)) if length >= 4 else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN epochs (divergence)
         for index, label in enumerate(labels):
@@ -155,12 +158,30 @@ def plot_curves(path: Path, runs: list[RunResult], title: str, target_loss: floa
                                         (accuracy_axes, "test_accuracy", 100.0)):
                 epochs, values = _curves(runs, label, metric)
                 values = values * scale
-                axes.plot(epochs, np.nanmean(values, axis=0), color=color, label=label,
-                          linewidth=1.6)
-                if values.shape[0] > 1:
-                    axes.fill_between(epochs, np.nanmin(values, axis=0),
-                                      np.nanmax(values, axis=0), color=color, alpha=0.2,
-                                      linewidth=0)
+                targets = [axes] if axes is loss_axes or zoom is None else [axes, zoom]
+                for target in targets:
+                    target.plot(epochs, np.nanmean(values, axis=0), color=color,
+                                label=label if target is loss_axes else None, linewidth=1.6)
+                    if values.shape[0] > 1:
+                        target.fill_between(epochs, np.nanmin(values, axis=0),
+                                            np.nanmax(values, axis=0), color=color, alpha=0.2,
+                                            linewidth=0)
+    if zoom is not None:
+        start = length // 2 + 1
+        late = [np.nanmin(_curves(runs, label, "test_accuracy")[1][:, start - 1:]) for label in
+                labels]
+        high = [np.nanmax(_curves(runs, label, "test_accuracy")[1][:, start - 1:]) for label in
+                labels]
+        finite_low = [v for v in late if np.isfinite(v)]
+        finite_high = [v for v in high if np.isfinite(v)]
+        if finite_low and finite_high:
+            low, top = 100 * min(finite_low), 100 * max(finite_high)
+            margin = max(0.1, 0.08 * (top - low))
+            zoom.set_xlim(start, length)
+            zoom.set_ylim(low - margin, top + margin)
+        zoom.set_title(f"epochs {start}-{length}", fontsize=8)
+        zoom.tick_params(labelsize=7)
+        zoom.grid(True, alpha=0.3)
     seeds = len({run.seed for run in runs})
     band = f" (line: mean of {seeds} seeds; band: min to max)" if seeds > 1 else ""
     loss_axes.set_yscale("log")
@@ -173,7 +194,7 @@ def plot_curves(path: Path, runs: list[RunResult], title: str, target_loss: floa
         axes.grid(True, alpha=0.3)
         for milestone in milestones or []:
             axes.axvline(milestone + 0.5, color="gray", linestyle=":", linewidth=0.8)
-    accuracy_axes.legend(loc="lower right", fontsize=9)
+    loss_axes.legend(loc="upper right", fontsize=9)
     figure.suptitle(title, fontsize=11)
     figure.savefig(path, dpi=110)
 
