@@ -231,7 +231,7 @@ def write_outputs(comparison: Any, output_dir: Path, command: str) -> dict[str, 
         f"Command: `{command}`",
         "",
         f"Machine: {environment.get('cpu_count')} CPU cores visible, device "
-        f"{environment.get('device')}, {environment.get('threads')} torch threads; "
+        f"{environment.get('device')}, torch threads: {environment.get('threads')}; "
         f"{environment.get('platform')}; torch {environment.get('torch_version')}.",
         f"Wall time: {comparison.wall_seconds:.0f} s for {len(comparison.runs)} runs "
         f"({environment.get('train_examples')} training / {environment.get('test_examples')} "
