@@ -1,1 +1,18 @@
-"""padam_jax: Padam for jax (see the padam_jax issue; not implemented yet)."""
+"""padam_jax: Padam (Chen et al., arXiv:1806.06763) as a native optax optimizer.
+
+>>> import optax
+>>> from padam_jax import padam
+>>> optimizer = padam(learning_rate=0.1, partial=0.125)  # an optax.GradientTransformation
+
+:func:`scale_by_padam` is the bare transformation (state :class:`ScaleByPadamState`, fields
+``count``, ``mu``, ``nu``, ``nu_max``) and :func:`padam` the alias that adds the learning rate and
+weight decay. The arithmetic is :func:`padam_core.padam_step` run through ``jax.numpy``, so the
+numbers equal the other padam adapters'. :func:`state_to_arrays` / :func:`state_from_arrays`
+write and read optimizer states without pickle.
+"""
+
+from padam_jax.alias import padam
+from padam_jax.checkpoint import state_from_arrays, state_to_arrays
+from padam_jax.transform import ScaleByPadamState, scale_by_padam
+
+__all__ = ["ScaleByPadamState", "padam", "scale_by_padam", "state_from_arrays", "state_to_arrays"]

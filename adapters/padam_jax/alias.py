@@ -1,0 +1,127 @@
+r"""``padam``: the Padam optimizer as an optax alias (a chain of small transformations)."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+
+import padam_core
+from padam_jax.transform import check_hyperparameter_dtypes, scale_by_padam
+
+__all__ = ["padam"]
+
+ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
+
+
+def padam(
+    learning_rate: ScalarOrSchedule = padam_core.DEFAULT_LR,
+    b1: float | jax.Array = padam_core.DEFAULT_B1,
+    b2: float | jax.Array = padam_core.DEFAULT_B2,
+    eps: float | jax.Array = padam_core.DEFAULT_EPS,
+    partial: float | jax.Array = padam_core.DEFAULT_PARTIAL,
+    weight_decay: ScalarOrSchedule = padam_core.DEFAULT_WEIGHT_DECAY,
+    *,
+    decoupled_weight_decay: bool = False,
+    amsgrad: bool = True,
+    maximize: bool = False,
+    variant: str = "reference",
+    mu_dtype: Any | None = None,
+    mask: Any | Callable[[optax.Params], Any] | None = None,
+) -> optax.GradientTransformation:
+    r"""Padam: AMSGrad with the denominator raised to a partial power p in [0, 1/2].
+
+    For parameters theta and gradients g at step t = 1, 2, ...::
+
+        g     = -g                                    if maximize
+        g     = g + lambda * theta                    coupled L2 weight decay (default)
+        m     = b1 * m + (1 - b1) * g
+        v     = b2 * v + (1 - b2) * |g|^2
+        v_hat = max(v_hat, v)
+        theta = theta - alpha * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v_hat) + eps)^(2 p)
+
+    (the ``reference`` variant, the authors' code; see :func:`scale_by_padam` for the
+    ``torch`` and ``optax`` variants). With ``decoupled_weight_decay=True`` the L2 term leaves
+    the gradient and theta = theta * (1 - alpha * lambda) is applied with the step, as in
+    ``optax.adamw``.
+
+    ==========  ==========================  ==============================================
+    symbol      argument                    meaning
+    ==========  ==========================  ==============================================
+    alpha       ``learning_rate``           step size (a float or an optax schedule)
+    b1, b2      ``b1, b2``                  decay rates of the moments
+    eps         ``eps``                     added to the denominator
+    p           ``partial``                 partial power in [0, 1/2]; 1/2 is AMSGrad
+    lambda      ``weight_decay``            weight decay (a float or a schedule)
+    ==========  ==========================  ==============================================
+
+    The chain is ``[scale(-1) if maximize] -> [add_decayed_weights if coupled] ->
+    scale_by_padam -> [add_decayed_weights if decoupled] -> scale_by_learning_rate``, so the
+    pieces compose like optax's own aliases (``optax.adam``, ``optax.adamw``).
+
+    Args:
+      learning_rate: alpha, a float or a schedule ``step -> value``.
+      b1: decay rate of the first moment.
+      b2: decay rate of the second moment.
+      eps: term added to the denominator.
+      partial: the partial power p (the paper's 1/8 by default).
+      weight_decay: lambda; 0 disables it.
+      decoupled_weight_decay: AdamW-style decay instead of L2 in the gradient.
+      amsgrad: keep the running max of v (Padam's default); ``False`` gives Adam's denominator.
+      maximize: ascend the objective instead of descending it.
+      variant: ``"reference"`` (default), ``"torch"`` or ``"optax"``.
+      mu_dtype: dtype of the stored first moment (see :func:`scale_by_padam`).
+      mask: a pytree of booleans (or a function of the parameters returning one) saying which
+        parameters get weight decay, as in ``optax.adamw``.
+
+    Returns:
+      An ``optax.GradientTransformation``. ``optax.inject_hyperparams(padam)(...)`` makes the
+      numeric arguments (learning rate, partial, betas, eps, weight decay) part of the state, so
+      they can change during training. They are then arrays, so they are not range-checked;
+      with 16-bit parameters pass ``hyperparam_dtype=jnp.float32`` (16-bit hyperparameters
+      are refused: b2 = 0.999 rounds to 1.0 in bfloat16).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from padam_jax import padam
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> optimizer = padam(learning_rate=0.1, partial=0.125)
+      >>> state = optimizer.init(params)
+      >>> grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(params)
+      >>> updates, state = optimizer.update(grads, state, params)
+      >>> params = optax.apply_updates(params, updates)
+
+    References:
+      Chen et al., "Closing the Generalization Gap of Adaptive Gradient Methods in Training Deep
+      Neural Networks", arXiv:1806.06763 (IJCAI 2020).
+    """
+    checked = {"maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay}
+    if not callable(learning_rate):
+        checked["lr"] = learning_rate
+    if not callable(weight_decay):
+        checked["weight_decay"] = weight_decay
+    padam_core.validate_hyperparameters(names={"lr": "learning_rate"}, **checked)
+    check_hyperparameter_dtypes(learning_rate=learning_rate, weight_decay=weight_decay)
+
+    transforms = []
+    if maximize:
+        # SPEC order: g <- -g first, so the coupled L2 term below is not negated.
+        transforms.append(optax.scale(-1.0))
+    # A Python 0 drops the decay; an array (inject_hyperparams) or a schedule keeps it.
+    use_decay = not (isinstance(weight_decay, numbers.Real) and weight_decay == 0)
+    if use_decay and not decoupled_weight_decay:
+        transforms.append(optax.add_decayed_weights(weight_decay, mask))
+    transforms.append(
+        scale_by_padam(
+            b1=b1, b2=b2, eps=eps, partial=partial, amsgrad=amsgrad, variant=variant,
+            mu_dtype=mu_dtype,
+        )
+    )
+    if use_decay and decoupled_weight_decay:
+        # -alpha * (u + lambda * theta) = theta * (1 - alpha * lambda) - alpha * u (SPEC).
+        transforms.append(optax.add_decayed_weights(weight_decay, mask))
+    transforms.append(optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(*transforms)

@@ -1,0 +1,253 @@
+r"""``scale_by_padam``: Padam's update direction as an optax ``GradientTransformation``.
+
+The maths is :func:`padam_core.padam_step`, run leaf by leaf through ``jax.numpy``; this module
+only maps optax's conventions (a pytree of gradients in, a pytree of update directions out, a
+``NamedTuple`` state) onto it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import padam_core
+
+__all__ = ["ScaleByPadamState", "scale_by_padam"]
+
+# The core's argument names are optax's (b1, b2, eps, partial); only mu_dtype is new here.
+_CHECKED_NAMES = {"b1": "b1", "b2": "b2", "eps": "eps", "partial": "partial"}
+
+
+class ScaleByPadamState(NamedTuple):
+    """State of :func:`scale_by_padam` (the names of ``optax.scale_by_amsgrad``)."""
+
+    count: jax.Array  # t, steps taken so far (int32, saturates like every optax count)
+    mu: optax.Updates  # m, first moment (mu_dtype; float32 for 16-bit parameters by default)
+    nu: optax.Updates  # v, second moment (real, even for complex parameters)
+    nu_max: optax.Updates | None  # v_hat, max of v (variant optax: of v/bc2); None w/o amsgrad
+
+
+class _KernelNamespace:
+    """``jax.numpy`` as the kernel's ``xp``, with one fix for sharded parameters.
+
+    The kernel turns an array hyperparameter (``optax.inject_hyperparams`` passes arrays) into
+    ``xp.asarray(value, device=param.device)``. For a parameter sharded over several devices,
+    ``.device`` is its ``Sharding``, which cannot place a 0-d array (outside ``jit`` this raises).
+    A JAX scalar needs no placement, it broadcasts onto the shards, so that sharding is dropped.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(jnp, name)
+
+    @staticmethod
+    def asarray(obj: Any, dtype: Any = None, *, device: Any = None, copy: Any = None) -> Any:
+        if isinstance(device, jax.sharding.Sharding) and len(device.device_set) > 1:
+            device = None
+        return jnp.asarray(obj, dtype=dtype, device=device, copy=copy)
+
+
+_XP = _KernelNamespace()
+
+
+def _state_dtype(dtype: Any) -> Any:
+    """Moments of 16-bit parameters are float32 (SPEC: "state kept in float32")."""
+    return padam_core.compute_dtype(jnp.dtype(dtype), xp=jnp)
+
+
+def _real_dtype(dtype: Any) -> Any:
+    """v holds |g|^2, so it is real for a complex parameter."""
+    dtype = jnp.dtype(dtype)
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def check_hyperparameter_dtypes(**values: Any) -> None:
+    """Reject float16/bfloat16 hyperparameter arrays (a static dtype check, fine under jit).
+
+    ``optax.inject_hyperparams`` stores hyperparameters in the parameters' widest dtype, so with
+    bfloat16 parameters b2 = 0.999 arrives as exactly 1.0 (then 1 - b2^t = 0 and the update is
+    0/0). A silent NaN is worse than an error that says what to do.
+    """
+    for name, value in values.items():
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.float16):
+            raise ValueError(
+                f"Invalid {name} value: a {jnp.dtype(dtype).name} array ({name} loses its digits "
+                f"in 16 bits, e.g. b2 = 0.999 rounds to 1.0 in bfloat16); pass float32 values, "
+                "e.g. optax.inject_hyperparams(padam, hyperparam_dtype=jnp.float32)(...)"
+            )
+
+
+def _leaf_name(path: Any) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def scale_by_padam(
+    b1: float | jax.Array = padam_core.DEFAULT_B1,
+    b2: float | jax.Array = padam_core.DEFAULT_B2,
+    eps: float | jax.Array = padam_core.DEFAULT_EPS,
+    partial: float | jax.Array = padam_core.DEFAULT_PARTIAL,
+    *,
+    amsgrad: bool = True,
+    variant: str = "reference",
+    mu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+    r"""Rescale gradients by Padam's partially adaptive denominator.
+
+    For gradients g at step t (state m, v, v_hat zero at t = 0)::
+
+        m     = b1 * m + (1 - b1) * g
+        v     = b2 * v + (1 - b2) * |g|^2
+        bc1   = 1 - b1^t,  bc2 = 1 - b2^t
+        v_hat = max(v_hat, v)        (variant "optax": max(v_hat, v / bc2); v_hat = v without
+                                      amsgrad)
+
+    and the update direction u, which a following ``optax.scale_by_learning_rate`` turns into
+    ``-learning_rate * u`` (``reference`` is the authors' published code, at every p):
+
+    =============  =================================================  ======================
+    ``variant``    u                                                  same as, at p = 1/2
+    =============  =================================================  ======================
+    ``reference``  sqrt(bc2) / bc1 * m / (sqrt(v_hat) + eps)^(2 p)    keras Adam(amsgrad)
+    ``torch``      (1 / bc1) * m / ((v_hat / bc2)^p + eps)            ``torch.optim.Adam``
+    ``optax``      (m / bc1) / (v_hat^p + eps)                        ``optax.amsgrad``
+    =============  =================================================  ======================
+
+    ==========  ===========  ===============================================
+    symbol      argument     meaning
+    ==========  ===========  ===============================================
+    b1, b2      ``b1, b2``   decay rates of the moments, in [0, 1)
+    eps         ``eps``      added to the denominator, >= 0
+    p           ``partial``  partial power in [0, 1/2]; 1/2 is AMSGrad/Adam
+    ==========  ===========  ===============================================
+
+    Args:
+      b1: decay rate of the first moment m.
+      b2: decay rate of the second moment v.
+      eps: term added to the denominator.
+      partial: the partial power p; p = 1/2 gives Adam/AMSGrad, p = 0 momentum SGD.
+      amsgrad: keep the running maximum ``nu_max`` (Padam's default).
+      variant: ``"reference"``, ``"torch"`` or ``"optax"``: where eps and the bias
+        corrections sit (table above).
+      mu_dtype: dtype of the stored first moment ``mu``; by default float32 for 16-bit
+        parameters and the parameter's dtype otherwise. The update is computed and returned in
+        float32 for float16/bfloat16 gradients (``optax.apply_updates`` casts the sum back to
+        the parameter's dtype, rounding once) and in the gradient's dtype otherwise.
+
+    Python numbers are validated here (``ValueError`` naming the argument); arrays, e.g. the
+    traced values ``optax.inject_hyperparams`` passes, are not range-checked. With a Python
+    ``partial`` in {1/2, 1/4, 1/8, 1/16} the power is a chain of square roots; an array
+    ``partial`` (one that may change during training) uses ``pow``. float16/bfloat16
+    hyperparameter arrays are refused (b2 = 0.999 is 1.0 in bfloat16): with 16-bit parameters
+    use ``optax.inject_hyperparams(padam, hyperparam_dtype=jnp.float32)``.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state :class:`ScaleByPadamState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> from padam_jax import scale_by_padam
+      >>> optimizer = optax.chain(scale_by_padam(partial=0.125), optax.scale(-0.1))
+      >>> params = {"w": jnp.ones(3)}
+      >>> state = optimizer.init(params)
+      >>> updates, state = optimizer.update({"w": jnp.full(3, 0.5)}, state, params)
+      >>> params = optax.apply_updates(params, updates)
+
+    References:
+      Chen et al., "Closing the Generalization Gap of Adaptive Gradient Methods in Training Deep
+      Neural Networks", arXiv:1806.06763 (IJCAI 2020).
+    """
+    padam_core.validate_hyperparameters(
+        names=_CHECKED_NAMES, b1=b1, b2=b2, eps=eps, partial=partial, amsgrad=amsgrad,
+        variant=variant,
+    )
+    check_hyperparameter_dtypes(b1=b1, b2=b2, eps=eps, partial=partial)
+    if isinstance(mu_dtype, jax.Array):
+        # optax.inject_hyperparams treats callables (jnp.bfloat16 is one) as schedules.
+        raise ValueError(
+            f"Invalid mu_dtype value: an array {mu_dtype!r} (expected a dtype; with "
+            "optax.inject_hyperparams pass it as a string, e.g. mu_dtype='bfloat16')"
+        )
+    if mu_dtype is not None:
+        mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
+        if not jnp.issubdtype(mu_dtype, jnp.inexact):
+            raise ValueError(f"Invalid mu_dtype value: {mu_dtype} (expected a floating dtype)")
+
+    def init_fn(params: optax.Params) -> ScaleByPadamState:
+        def zeros(param: Any, dtype: Any) -> jax.Array:
+            # zeros_like keeps the parameter's sharding (and works on abstract shapes).
+            return jnp.zeros_like(param, dtype=dtype)
+
+        def first_moment(param: Any) -> jax.Array:
+            dtype = _state_dtype(param.dtype) if mu_dtype is None else mu_dtype
+            return zeros(param, dtype)
+
+        def second_moment(param: Any) -> jax.Array:
+            return zeros(param, _real_dtype(_state_dtype(param.dtype)))
+
+        return ScaleByPadamState(
+            count=jnp.zeros([], jnp.int32),
+            mu=jax.tree.map(first_moment, params),
+            nu=jax.tree.map(second_moment, params),
+            nu_max=jax.tree.map(second_moment, params) if amsgrad else None,
+        )
+
+    def update_fn(
+        updates: optax.Updates, state: ScaleByPadamState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, ScaleByPadamState]:
+        del params  # weight decay is a separate transformation (see padam_jax.padam)
+        if amsgrad and state.nu_max is None:
+            raise ValueError(
+                "scale_by_padam(amsgrad=True) got a state without nu_max: it was created "
+                "with amsgrad=False"
+            )
+        paths_and_grads, treedef = jax.tree_util.tree_flatten_with_path(updates)
+        try:
+            mus = treedef.flatten_up_to(state.mu)
+            nus = treedef.flatten_up_to(state.nu)
+            nu_maxes = treedef.flatten_up_to(state.nu_max) if amsgrad else [None] * len(mus)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"scale_by_padam: the gradients' tree structure does not match the state's "
+                f"(was the state initialised for other parameters?): {error}"
+            ) from None
+        count = optax.safe_increment(state.count)
+
+        directions, new_mus, new_nus, new_nu_maxes = [], [], [], []
+        for (path, grad), mu, nu, nu_max in zip(paths_and_grads, mus, nus, nu_maxes, strict=True):
+            if grad.shape != mu.shape:
+                raise ValueError(
+                    f"scale_by_padam: gradient {_leaf_name(path)} has shape {grad.shape} but "
+                    f"its state has shape {mu.shape}"
+                )
+            # optax's update is a delta that optax.apply_updates adds to the parameter. The
+            # kernel returns param - lr * direction, so it is called with param = 0 and lr = 1:
+            # the returned "parameter" is exactly -direction (0 - x and 1 * x are exact), from
+            # the kernel's own code. The zero is made in the compute dtype, so for 16-bit
+            # gradients the direction stays float32 (as optax.adam's updates do with a float32
+            # mu) and apply_updates rounds theta - lr * direction to the parameter's dtype once:
+            # the SPEC's "float32 computation rounded once". Under jit this all fuses, no float32
+            # copy of the parameters is stored. Learning rate, weight decay and maximize are
+            # separate transformations, composed by padam_jax.padam.
+            zero = jnp.zeros_like(grad, dtype=_state_dtype(grad.dtype))
+            result = padam_core.padam_step(
+                zero, grad, mu, nu, nu_max, count,
+                lr=1.0, b1=b1, b2=b2, eps=eps, partial=partial, amsgrad=amsgrad,
+                variant=variant, xp=_XP,
+            )
+            directions.append(-result.param)
+            new_mus.append(result.exp_avg)
+            new_nus.append(result.exp_avg_sq)
+            new_nu_maxes.append(result.max_exp_avg_sq)
+
+        unflatten = treedef.unflatten
+        return unflatten(directions), ScaleByPadamState(
+            count=count,
+            mu=unflatten(new_mus),
+            nu=unflatten(new_nus),
+            nu_max=unflatten(new_nu_maxes) if amsgrad else None,
+        )
+
+    return optax.GradientTransformation(init_fn, update_fn)
