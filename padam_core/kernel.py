@@ -78,7 +78,7 @@ Array = Any  # any array of a namespace that follows the array API standard
 Scalar = Any  # a Python number or a 0-d array (traced under jit)
 
 # partial -> number of extra square roots after the first one: x^(2p) = sqrt^k(x) for x = sqrt(.)
-_SQRT_CHAINS = {0.5: 0, 0.25: 1, 0.125: 2, 0.0625: 3}
+SQRT_CHAIN_LENGTHS = {0.5: 0, 0.25: 1, 0.125: 2, 0.0625: 3}
 
 
 class StepResult(NamedTuple):
@@ -145,8 +145,8 @@ def partial_power(root: Array, partial: Scalar, *, xp: Any) -> Array | float:
         partial = float(partial)
         if partial == 0.0:
             return 1.0
-        if partial in _SQRT_CHAINS:
-            for _ in range(_SQRT_CHAINS[partial]):
+        if partial in SQRT_CHAIN_LENGTHS:
+            for _ in range(SQRT_CHAIN_LENGTHS[partial]):
                 root = xp.sqrt(root)
             return root
         return xp.pow(root, 2.0 * partial)

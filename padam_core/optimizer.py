@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device
 
+from padam_core import fused_cpu
 from padam_core.checkpoint import load_arrays, save_arrays
-from padam_core.functional import PadamState, init, update
+from padam_core.functional import PadamState, init
 from padam_core.hyperparameters import (
     DEFAULT_B1,
     DEFAULT_B2,
@@ -32,6 +33,7 @@ from padam_core.hyperparameters import (
     DEFAULT_WEIGHT_DECAY,
     validate_hyperparameters,
 )
+from padam_core.kernel import padam_step
 
 __all__ = ["Padam"]
 
@@ -55,6 +57,11 @@ class Padam:
     ``check_finite=True`` (default) a gradient holding NaN or Inf is rejected before anything
     changes; set it to False to save that pass over the gradients.
 
+    ``fused=None`` (default) takes the numba-compiled in-place path of
+    :mod:`padam_core.fused_cpu` where it applies (numba installed, contiguous NumPy float32/float64
+    arrays, ``partial`` in {0, 1/16, 1/8, 1/4, 1/2}) and the pure kernel elsewhere; ``False``
+    always takes the pure kernel. Both give the same numbers (see tests/core/test_fused_cpu.py).
+
     A step either completes for every array or changes nothing: shapes, dtypes and finiteness are
     checked for all gradients before the first array is written.
     """
@@ -74,6 +81,7 @@ class Padam:
         maximize: bool = False,
         variant: str = "reference",
         check_finite: bool = True,
+        fused: bool | None = None,
     ) -> None:
         self.hyperparameters: dict[str, Any] = dict(
             b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
@@ -94,6 +102,7 @@ class Padam:
                 raise TypeError(f"Parameter {name!r} is not a writable array: {type(param)}")
         self.lr = lr
         self.check_finite = check_finite
+        self.fused = fused
         self.state: PadamState = init(self._params, amsgrad=amsgrad)
 
     @property
@@ -134,16 +143,39 @@ class Padam:
                     raise ValueError(f"Gradient for {name!r} holds NaN or Inf; nothing was updated")
         return {name: named[name] for name in self._names}
 
+    def _takes_fused_path(self, name: str, grad: Any) -> bool:
+        partial = float(self.hyperparameters["partial"])
+        if self.fused is False or fused_cpu.power_mode(partial) == fused_cpu.POW_GENERAL:
+            return False  # numba's scalar pow is slower than NumPy's vectorised one
+        moments = [getattr(self.state, moment) for moment in _MOMENTS]
+        writable = [self._params[name]] + [m[name] for m in moments if m is not None]
+        return fused_cpu.supports(*writable) and fused_cpu.supports(writable[0], grad)
+
     def step(self, grads: Sequence[Any] | Mapping[str, Any]) -> None:
         """One Padam step: every parameter is updated in place from its gradient."""
         named_grads = self._named_grads(grads)
         lr = self._current_lr()
-        new_params, new_state = update(
-            named_grads, self.state, self._params, validate=False, lr=lr, **self.hyperparameters
-        )
+        count = self.count + 1
+        amsgrad = self.hyperparameters["amsgrad"]
+        state = self.state
         for name, param in self._params.items():
-            param[...] = new_params[name]
-        self.state = new_state
+            grad, max_sq = named_grads[name], state.max_exp_avg_sq
+            moments = (
+                state.exp_avg[name],
+                state.exp_avg_sq[name],
+                max_sq[name] if amsgrad else None,
+            )
+            if self._takes_fused_path(name, grad):
+                fused_cpu.padam_step_inplace(
+                    param, grad, *moments, count, lr=lr, **self.hyperparameters
+                )
+                continue
+            result = padam_step(param, grad, *moments, count, lr=lr, **self.hyperparameters)
+            param[...] = result.param
+            state.exp_avg[name], state.exp_avg_sq[name] = result.exp_avg, result.exp_avg_sq
+            if amsgrad:
+                max_sq[name] = result.max_exp_avg_sq
+        self.state = state._replace(count=count)
 
     # ---- state, checkpoints -------------------------------------------------------------
 

@@ -20,7 +20,7 @@ class KernelStep:
     """padam_core.padam_step on NumPy: variant x partial x size."""
 
     params = (["reference", "torch", "optax"], [0.125, 0.5, 0.3], SIZES)
-    param_names = ["variant", "partial", "size"]
+    param_names = ("variant", "partial", "size")
 
     def setup(self, variant: str, partial: float, size: int) -> None:
         rng = np.random.default_rng(0)
@@ -45,7 +45,7 @@ class OptimizerStep:
     """padam_core.Padam.step (in place, with gradient checks) on a dict of NumPy arrays."""
 
     params = ([np.float32, np.float64], [2**20])
-    param_names = ["dtype", "size"]
+    param_names = ("dtype", "size")
 
     def setup(self, dtype: type, size: int) -> None:
         rng = np.random.default_rng(0)
@@ -55,3 +55,25 @@ class OptimizerStep:
 
     def time_step(self, dtype: type, size: int) -> None:
         self.optimizer.step(self.grads)
+
+
+class FusedStep:
+    """padam_core.fused_cpu.padam_step_inplace (numba): the same step, fused and in place."""
+
+    params = (["reference", "torch", "optax"], [0.125, 0.5], SIZES)
+    param_names = ("variant", "partial", "size")
+
+    def setup(self, variant: str, partial: float, size: int) -> None:
+        from padam_core import fused_cpu
+
+        if not fused_cpu.available():
+            raise NotImplementedError("numba is not installed")
+        KernelStep.setup(self, variant, partial, size)
+        self.step = fused_cpu.padam_step_inplace
+        self.time_step(variant, partial, size)  # compile outside the timing
+
+    def time_step(self, variant: str, partial: float, size: int) -> None:
+        self.step(
+            self.param, self.grad, self.exp_avg, self.exp_avg_sq, self.max_exp_avg_sq, 10,
+            lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, **self.hyperparameters,
+        )  # fmt: skip

@@ -1,0 +1,64 @@
+"""Print the kernel's speed side by side: pure NumPy kernel, fused numba path, memory bound.
+
+Ratios measured in one run mean something on a shared machine; absolute times do not.
+
+    .venv/bin/python asv_bench/compare.py [--size 1048576] [--repeat 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import timeit
+
+import numpy as np
+
+import padam_core
+from padam_core import fused_cpu
+
+BYTES_PER_ELEMENT = 36  # float32: read theta, g, m, v, v_hat; write theta, m, v, v_hat
+
+
+def best_seconds(function, repeat: int) -> float:
+    return min(timeit.repeat(function, number=1, repeat=repeat))
+
+
+def memcpy_seconds(size: int, repeat: int) -> float:
+    """Time to move 36 bytes per element (read 18, write 18) with np.copyto: a practical bound."""
+    source = np.ones(size * BYTES_PER_ELEMENT // 8, np.float32)  # 4.5 float32 = 18 bytes
+    target = np.empty_like(source)
+    return best_seconds(lambda: np.copyto(target, source), repeat)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2**20)
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=args.size).astype(np.float32) for _ in range(5)]
+    arrays[3], arrays[4] = np.abs(arrays[3]), np.abs(arrays[4]) * 1.5
+    bound = memcpy_seconds(args.size, args.repeat)
+    print(f"{args.size} float32 elements; memory bound (36 B/element moved): {bound * 1e3:.2f} ms")
+    print(f"{'variant':<10} {'partial':>7} {'pure ms':>8} {'fused ms':>9} {'pure/fused':>10} "
+          f"{'fused/bound':>11}")  # fmt: skip
+    for variant in padam_core.VARIANTS:
+        for partial in (0.125, 0.5, 0.3):
+            hyper = {"variant": variant, "partial": partial}
+            pure = best_seconds(
+                lambda h=hyper: padam_core.padam_step(*arrays, 10, **h), args.repeat
+            )
+            row = f"{variant:<10} {partial:>7} {pure * 1e3:>8.2f}"
+            if fused_cpu.available():
+                copies = [a.copy() for a in arrays]
+
+                def run(h=hyper, c=copies):
+                    fused_cpu.padam_step_inplace(*c, 10, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, **h)
+
+                run()  # compile
+                fused = best_seconds(run, args.repeat)
+                row += f" {fused * 1e3:>9.2f} {pure / fused:>10.2f} {fused / bound:>11.2f}"
+            print(row)
+
+
+if __name__ == "__main__":
+    main()
