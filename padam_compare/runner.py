@@ -53,6 +53,16 @@ def _torch_backend() -> BackendFactory:
     return TorchBackend
 
 
+def _jax_backend() -> BackendFactory:
+    try:
+        from padam_compare.jax_backend import JaxBackend
+    except ImportError as error:
+        raise ConfigError(
+            f"--framework jax needs JAX and optax ({error}); install padam[jax,compare]"
+        ) from error
+    return JaxBackend
+
+
 def _not_yet(name: str, adapter: str) -> Callable[[], BackendFactory]:
     def loader() -> BackendFactory:
         raise ConfigError(
@@ -66,7 +76,7 @@ def _not_yet(name: str, adapter: str) -> Callable[[], BackendFactory]:
 #: Framework name -> loader of its backend class (imports the framework only when chosen).
 BACKENDS: Final[dict[str, Callable[[], BackendFactory]]] = {
     "torch": _torch_backend,
-    "jax": _not_yet("jax", "padam_jax/optax"),
+    "jax": _jax_backend,
     "keras": _not_yet("keras", "padam_keras"),
 }
 
