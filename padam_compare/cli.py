@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1],
     )
+    compare.set_defaults(compare_parser=compare)  # for usage errors found after parsing
     S = argparse.SUPPRESS  # only the flags the user typed reach the config
     add = compare.add_argument
     add("--config", metavar="FILE", type=Path, default=None,
@@ -151,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--augment", action=argparse.BooleanOptionalAction, default=S,
         help="random crops and flips (default: on for CIFAR)")
     add("--device", default=S, help="auto, cpu or cuda[:N] (default auto)")
-    add("--threads", type=_positive_int, default=S, help="CPU threads for the framework")
+    add("--threads", type=_positive_int, default=S,
+        help="torch CPU threads (JAX uses XLA's own pool)")
     add("--output-dir", metavar="DIR", default=S,
         help="where the table, CSV, JSON and figure go (default ./padam-compare)")
     add("--no-progress", dest="progress", action="store_false", default=S,
@@ -183,12 +185,11 @@ def _optimizer_overrides(
     return overrides
 
 
-def _compare(parser: argparse.ArgumentParser, arguments: argparse.Namespace,
-             argv: list[str]) -> int:
+def _compare(arguments: argparse.Namespace, argv: list[str]) -> int:
     flags = vars(arguments).copy()
-    for name in ("command", "config", "lr", "settings", "print_config"):
+    for name in ("command", "config", "lr", "settings", "print_config", "compare_parser"):
         flags.pop(name, None)
-    compare_parser = parser._subparsers._group_actions[0].choices["compare"]  # type: ignore
+    compare_parser: argparse.ArgumentParser = arguments.compare_parser
     try:
         file_values = load_toml(arguments.config) if arguments.config else {}
         overrides = _optimizer_overrides(arguments.lr, arguments.settings)
@@ -202,18 +203,30 @@ def _compare(parser: argparse.ArgumentParser, arguments: argparse.Namespace,
         return 0
 
     from padam_compare.data import DataError
-    from padam_compare.report import format_table, write_outputs
+    from padam_compare.report import OUTPUT_FILES, format_table, write_outputs
     from padam_compare.runner import SetupError, run_comparison
 
+    command = "padam " + shlex.join(argv)
+    output_dir = Path(config.output_dir)
+    finished: list[Any] = []
+
+    def save(partial_comparison: Any) -> None:
+        finished[:] = [partial_comparison]
+        write_outputs(partial_comparison, output_dir, command)
+
     try:
-        comparison = run_comparison(config)
+        comparison = run_comparison(config, after_each_run=save)
     except ConfigError as error:
         compare_parser.error(str(error))
     except (DataError, SetupError) as error:
         print(f"padam compare: error: {error}", file=sys.stderr)
         return 1
-    command = "padam " + shlex.join(argv)
-    paths = write_outputs(comparison, Path(config.output_dir), command)
+    except KeyboardInterrupt:
+        done = len(finished[0].runs) if finished else 0
+        where = f"; the {done} finished runs are in {output_dir}" if done else ""
+        print(f"\npadam compare: interrupted{where}", file=sys.stderr)
+        return 130
+    paths = {name: output_dir / name for name in OUTPUT_FILES}
     print()
     print(f"{config.dataset} · {config.model} · {config.framework} · {config.epochs} epochs · "
           f"seeds {config.seeds} · {comparison.wall_seconds:.0f} s")
@@ -238,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.command is None:
             parser.print_help(sys.stderr)
             return 2
-        return _compare(parser, arguments, argv)
+        return _compare(arguments, argv)
     except SystemExit as exit_request:  # argparse's --help (0) and usage errors (2)
         code = exit_request.code
         return code if isinstance(code, int) else (0 if code is None else 1)

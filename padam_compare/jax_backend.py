@@ -240,7 +240,7 @@ class JaxBackend:
             "jax_version": jax.__version__,
             "optax_version": optax.__version__,
             "device": str(jax.devices()[0]),
-            "threads": self.config.threads,
+            "threads": "XLA default",
         }
 
     def schedule(self) -> Schedule:

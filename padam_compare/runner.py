@@ -130,8 +130,14 @@ class _Progress:
             self.bar = None
 
 
-def run_comparison(config: CompareConfig) -> Comparison:
-    """Train every optimizer of ``config`` from every seed; the results in memory."""
+def run_comparison(
+    config: CompareConfig, after_each_run: Callable[[Comparison], None] | None = None
+) -> Comparison:
+    """Train every optimizer of ``config`` from every seed; the results in memory.
+
+    ``after_each_run`` is called with the comparison so far after every finished run (the CLI
+    writes its files there, so a long run interrupted or killed keeps what it finished).
+    """
     started = time.perf_counter()
     backend_class = get_backend(config.framework)  # fails before the data is read
     dataset = load_dataset(config.dataset, config.data_dir)
@@ -156,5 +162,7 @@ def run_comparison(config: CompareConfig) -> Comparison:
             comparison.runs.append(backend.train(run, seed, on_epoch=progress.update))
         finally:
             progress.close()
-    comparison.wall_seconds = time.perf_counter() - started
+        comparison.wall_seconds = time.perf_counter() - started
+        if after_each_run is not None:
+            after_each_run(comparison)
     return comparison

@@ -129,3 +129,26 @@ def test_paper_presets_train_on_tiny_cifar(model, cifar10_dir, tmp_path, capsys)
     assert document["class_names"][-1] == "truck"
     assert [run["label"] for run in document["runs"]] == ["Padam p=1/8", "SGD-momentum"]
     assert all(math.isfinite(run["epochs"][0]["train_loss"]) for run in document["runs"])
+
+
+def test_interrupted_comparison_keeps_the_finished_runs(tmp_path, monkeypatch, capsys):
+    from padam_compare.torch_backend import TorchBackend
+
+    original = TorchBackend.train
+    calls = []
+
+    def train_then_interrupt(self, run, seed, on_epoch=None):
+        calls.append(run.label)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, run, seed, on_epoch)
+
+    monkeypatch.setattr(TorchBackend, "train", train_then_interrupt)
+    out = tmp_path / "out"
+    argv = ["compare", "--dataset", "digits", "--model", "mlp", *TINY, "--seeds", "0",
+            "--optimizers", "sgd", "padam", "--output-dir", str(out)]
+    assert main(argv) == 130
+    assert f"the 1 finished runs are in {out}" in capsys.readouterr().err
+    rows = read_csv(out / "epochs.csv")
+    assert {row["optimizer"] for row in rows} == {"SGD-momentum"} and len(rows) == 2
+    assert (out / "curves.png").is_file()
