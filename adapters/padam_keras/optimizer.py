@@ -1,0 +1,385 @@
+r"""Padam as a Keras 3 optimizer, computed by the canonical :func:`padam_core.padam_step`.
+
+The class maps Keras's names and conventions (``beta_1``, ``epsilon``, slot variables, the base
+class's clipping, EMA, gradient accumulation, loss scaling) onto the kernel and writes the
+kernel's results back with the optimizer's ``assign`` helper only, so JAX's stateless mode,
+``tf.distribute`` and XLA compilation work as for the built-in optimizers.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+from keras import ops
+
+from padam_core import (
+    DEFAULT_B1,
+    DEFAULT_B2,
+    DEFAULT_EPS,
+    DEFAULT_LR,
+    DEFAULT_PARTIAL,
+    DEFAULT_WEIGHT_DECAY,
+    padam_step,
+    validate_hyperparameters,
+)
+
+__all__ = ["Padam"]
+
+# Keras's argument names for the core's hyperparameters, so errors name what the user typed.
+_KERAS_NAMES = {
+    "lr": "learning_rate",
+    "b1": "beta_1",
+    "b2": "beta_2",
+    "eps": "epsilon",
+    "weight_decay": "l2_weight_decay",
+}
+_SLOT_NAMES = ("momentum", "velocity", "velocity_hat")
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+_NAMESPACE: Any = None  # chosen on first use: Keras fixes its backend once per process
+
+
+def _kernel_namespace() -> Any:
+    """The array namespace the kernel runs on for this process's Keras backend.
+
+    JAX and torch have array-API namespaces (``jax.numpy``, array-api-compat's torch wrapper);
+    TensorFlow has none, so it gets :mod:`padam_keras.keras_ops_namespace`, a shim over
+    ``keras.ops`` that implements the kernel's namespace contract.
+    """
+    global _NAMESPACE
+    if _NAMESPACE is None:
+        backend = keras.backend.backend()
+        if backend == "jax":
+            import jax.numpy as namespace
+        elif backend == "torch":
+            from array_api_compat import torch as namespace
+        else:
+            from padam_keras import keras_ops_namespace as namespace
+        _NAMESPACE = namespace
+    return _NAMESPACE
+
+
+def _read(value: Any) -> Any:
+    """A backend tensor holding ``value`` (a Keras variable, backend variable or tensor).
+
+    Reading through ``keras.ops`` honours JAX's ``StatelessScope`` and ``tf.distribute``'s
+    per-replica values. On torch the result is detached: the update is not differentiated.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(value, tf.IndexedSlices):
+            # Padam's update is dense (every moment decays each step): densify sparse gradients.
+            return tf.convert_to_tensor(value)
+    tensor = ops.convert_to_tensor(value)
+    if backend == "torch":
+        tensor = tensor.detach()
+    return tensor
+
+
+def _as_hyperparameter(value: Any, name: str) -> float:
+    """A Python float (keeps the kernel's square-root chains and the parameter's dtype)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"Invalid {name} value: {value!r} (expected a real number)")
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="padam")
+class Padam(keras.optimizers.Optimizer):
+    r"""Padam: partially adaptive momentum estimation (Chen et al., 2018).
+
+    AMSGrad whose denominator is raised to a partial power ``partial`` = p in [0, 1/2]: p = 1/2
+    is AMSGrad (``keras.optimizers.Adam(amsgrad=True)``), p -> 0 is momentum SGD. For each
+    variable theta with gradient g, at step t = ``iterations + 1``::
+
+        g     <- -g                                  if maximize
+        g     <- g + l2_weight_decay * theta         coupled L2 (the paper's)
+        theta <- theta * (1 - lr * weight_decay)     decoupled (Keras's weight_decay, AdamW)
+        m     <- beta_1 * m + (1 - beta_1) * g                 (slot "momentum")
+        v     <- beta_2 * v + (1 - beta_2) * g^2               (slot "velocity")
+        v_hat <- max(v_hat, v)                                 (slot "velocity_hat", amsgrad)
+        bc1 = 1 - beta_1^t,  bc2 = 1 - beta_2^t
+        theta <- theta - lr * sqrt(bc2) / bc1 * m / (sqrt(v_hat) + epsilon)^(2 * partial)
+
+    That last line is the default ``variant="reference"`` (the authors' code, and Keras's Adam
+    at p = 1/2). ``variant="torch"`` uses ``theta -= lr / bc1 * m / ((v_hat / bc2)^p + eps)``
+    (``torch.optim.Adam``'s placement of eps) and ``variant="optax"`` keeps
+    ``v_hat <- max(v_hat, v / bc2)`` and uses ``theta -= lr * (m / bc1) / (v_hat^p + eps)``
+    (``optax.amsgrad``'s). With ``amsgrad=False`` there is no running max (v_hat is v) and no
+    ``velocity_hat`` slot. The arithmetic is :func:`padam_core.padam_step`'s, shared with the
+    torch and optax adapters, so the same hyperparameters give the same trajectory.
+
+    ============  =========================  ===============================================
+    symbol        argument                   default
+    ============  =========================  ===============================================
+    lr            ``learning_rate``          0.1 (the paper's), float or LearningRateSchedule
+    beta_1        ``beta_1``                 0.9
+    beta_2        ``beta_2``                 0.999
+    eps           ``epsilon``                1e-8 (Keras's Adam uses 1e-7; Padam uses 1e-8
+                                             like the paper and the torch/optax adapters)
+    p             ``partial``                0.125 (the paper's p = 1/8)
+    lambda (L2)   ``l2_weight_decay``        0.0, coupled: added to the gradient
+    lambda (dec.) ``weight_decay``           None, Keras's decoupled decay (see below)
+    ============  =========================  ===============================================
+
+    Weight decay: Keras's ``weight_decay`` argument keeps its Keras meaning, decoupled decay
+    ``theta <- theta * (1 - lr * weight_decay)`` before the update (AdamW style). The paper's
+    form is the coupled L2 penalty ``l2_weight_decay``, which adds ``l2_weight_decay * theta``
+    to the gradient and so also feeds the moments. Use one or the other, not both. Both are
+    computed inside the kernel, in the variable's dtype, and both honour
+    :meth:`exclude_from_weight_decay`.
+
+    Precision: float32/float64 variables compute in their own dtype. float16/bfloat16 variables
+    get float32 slot variables and the update is computed in float32 and rounded once, so a
+    zero gradient never gives NaN (eps = 1e-8 would underflow in float16). The bias corrections
+    ``1 - beta^t`` are computed as ``-expm1(t * log(beta))`` from the iteration count, in the
+    variable's compute dtype, which keeps float32 accuracy where ``1 - beta**t`` would lose about
+    four digits at t = 1. Under ``mixed_float16`` the variables are float32 and Keras wraps the
+    optimizer in a ``LossScaleOptimizer`` as for any built-in optimizer.
+
+    Args:
+        learning_rate: A float or a ``keras.optimizers.schedules.LearningRateSchedule``.
+        beta_1: Decay rate of the first moment, 0 <= beta_1 < 1.
+        beta_2: Decay rate of the second moment, 0 <= beta_2 < 1.
+        epsilon: Added to the root of the second moment, >= 0. Default 1e-8 (not Keras's 1e-7).
+        partial: The partial power p, 0 <= partial <= 0.5.
+        amsgrad: Keep the running max ``velocity_hat`` (Padam's default, as in the paper).
+        variant: ``"reference"``, ``"torch"`` or ``"optax"`` (formulas above).
+        l2_weight_decay: Coupled L2 weight decay (the paper's), >= 0.
+        maximize: Ascend the objective instead of descending it.
+        {{base_optimizer_keyword_args}}
+
+    Example:
+
+    >>> import keras
+    >>> from padam_keras import Padam
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer=Padam(learning_rate=0.1, partial=0.125), loss="mse")
+
+    References: Chen, Zhou, Tang, Yang, Cao, Gu, "Closing the Generalization Gap of Adaptive
+    Gradient Methods in Training Deep Neural Networks", arXiv:1806.06763 (IJCAI 2020).
+    """
+
+    # While building slots for a float16/bfloat16 variable this holds "float32" (see build).
+    _slot_dtype_override: str | None = None
+
+    def __init__(
+        self,
+        learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = DEFAULT_LR,
+        beta_1: float = DEFAULT_B1,
+        beta_2: float = DEFAULT_B2,
+        epsilon: float = DEFAULT_EPS,
+        partial: float = DEFAULT_PARTIAL,
+        amsgrad: bool = True,
+        variant: str = "reference",
+        l2_weight_decay: float = DEFAULT_WEIGHT_DECAY,
+        maximize: bool = False,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency: int | None = None,
+        loss_scale_factor: float | None = None,
+        gradient_accumulation_steps: int | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # Validate everything before the base class creates any variable.
+        if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool):
+            learning_rate = float(learning_rate)  # Keras refuses an int learning rate
+            validate_hyperparameters(names=_KERAS_NAMES, lr=learning_rate)
+        hyperparameters = {
+            "beta_1": beta_1,
+            "beta_2": beta_2,
+            "epsilon": epsilon,
+            "partial": partial,
+            "l2_weight_decay": l2_weight_decay,
+        }
+        hyperparameters = {key: _as_hyperparameter(v, key) for key, v in hyperparameters.items()}
+        validate_hyperparameters(
+            names=_KERAS_NAMES,
+            b1=hyperparameters["beta_1"],
+            b2=hyperparameters["beta_2"],
+            eps=hyperparameters["epsilon"],
+            partial=hyperparameters["partial"],
+            weight_decay=hyperparameters["l2_weight_decay"],
+            variant=variant,
+            amsgrad=amsgrad,
+            maximize=maximize,
+        )
+        if weight_decay is not None:
+            weight_decay = _as_hyperparameter(weight_decay, "weight_decay")
+            validate_hyperparameters(
+                names={"weight_decay": "weight_decay"}, weight_decay=weight_decay
+            )
+            if weight_decay > 0.0 and hyperparameters["l2_weight_decay"] > 0.0:
+                raise ValueError(
+                    f"Invalid weight decay: weight_decay={weight_decay} (decoupled) and "
+                    f"l2_weight_decay={hyperparameters['l2_weight_decay']} (coupled L2) were "
+                    "both given (expected at most one of them to be nonzero)"
+                )
+        super().__init__(
+            learning_rate=learning_rate,
+            name=name,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            **kwargs,
+        )
+        self.beta_1 = hyperparameters["beta_1"]
+        self.beta_2 = hyperparameters["beta_2"]
+        self.epsilon = hyperparameters["epsilon"]
+        self.partial = hyperparameters["partial"]
+        self.l2_weight_decay = hyperparameters["l2_weight_decay"]
+        self.amsgrad = amsgrad
+        self.variant = variant
+        self.maximize = maximize
+
+    def build(self, var_list: Sequence[keras.Variable]) -> None:
+        """Create the slot variables ``momentum``, ``velocity`` and, with amsgrad,
+        ``velocity_hat`` (in the same order as ``keras.optimizers.Adam(amsgrad=True)``, so
+        ``set_weights`` can move an Adam state into Padam). Slots of a float16/bfloat16
+        variable are float32."""
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(
+            var_list, ["momentum", "velocity"]
+        )
+        if self.amsgrad:
+            self._velocity_hats = self.add_optimizer_variables(var_list, "velocity_hat")
+
+    def add_variable_from_reference(
+        self, reference_variable: Any, name: str | None = None, initializer: Any = "zeros"
+    ) -> keras.Variable:
+        low_precision = (
+            name in _SLOT_NAMES
+            and keras.backend.standardize_dtype(reference_variable.dtype) in _LOW_PRECISION
+        )
+        if not low_precision:
+            return super().add_variable_from_reference(reference_variable, name, initializer)
+        # The base class (and TensorFlow's device colocation) creates the slot through
+        # add_variable with the reference's dtype; the kernel keeps its state in float32.
+        self._slot_dtype_override = "float32"
+        try:
+            return super().add_variable_from_reference(reference_variable, name, initializer)
+        finally:
+            self._slot_dtype_override = None
+
+    def add_variable(self, *args: Any, **kwargs: Any) -> keras.Variable:
+        if self._slot_dtype_override is not None:
+            kwargs["dtype"] = self._slot_dtype_override
+        return super().add_variable(*args, **kwargs)
+
+    def apply(self, grads: Sequence[Any], trainable_variables: Sequence[Any] | None = None) -> Any:
+        """As the base class; a gradient whose shape differs from its variable's raises a
+        ``ValueError`` before any variable, slot or the iteration count is changed."""
+        variables = (
+            self._trainable_variables if trainable_variables is None else trainable_variables
+        )
+        for gradient, variable in zip(grads, variables, strict=False):  # Keras checks lengths
+            if gradient is None:
+                continue
+            grad_shape, var_shape = _static_shape(gradient), _static_shape(variable)
+            if None in grad_shape or None in var_shape:
+                continue
+            if grad_shape != var_shape:
+                name = getattr(variable, "path", None) or getattr(variable, "name", "?")
+                raise ValueError(
+                    f"Gradient shape {grad_shape} does not match the shape {var_shape} of "
+                    f"variable {name!r}"
+                )
+        return super().apply(grads, trainable_variables)
+
+    def _apply_weight_decay(self, variables: Any) -> None:
+        # Keras's decoupled weight decay is done by the kernel inside update_step (in the
+        # variable's dtype, one formula on every backend), not by the base class.
+        return None
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        """One Padam step for one variable, computed by :func:`padam_core.padam_step`."""
+        index = self._get_variable_index(variable)
+        # Map a backend/replica variable back to the Keras one for the exclusion lists.
+        decays = self._use_weight_decay(self._trainable_variables[index])
+        decoupled = decays and bool(self.weight_decay)
+        weight_decay = (
+            self.weight_decay if decoupled else (self.l2_weight_decay if decays else 0.0)
+        )
+        momentum = self._momentums[index]
+        velocity = self._velocities[index]
+        velocity_hat = self._velocity_hats[index] if self.amsgrad else None
+
+        result = padam_step(
+            _read(variable),
+            _read(gradient),
+            _read(momentum),
+            _read(velocity),
+            _read(velocity_hat) if self.amsgrad else None,
+            # t as a tensor: the kernel casts it to the compute dtype and takes expm1.
+            _read(self.iterations + 1),
+            lr=_read(learning_rate),
+            b1=self.beta_1,
+            b2=self.beta_2,
+            eps=self.epsilon,
+            partial=self.partial,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled,
+            amsgrad=self.amsgrad,
+            maximize=self.maximize,
+            variant=self.variant,
+            xp=_kernel_namespace(),
+        )
+        self.assign(momentum, result.exp_avg)
+        self.assign(velocity, result.exp_avg_sq)
+        if self.amsgrad:
+            self.assign(velocity_hat, result.max_exp_avg_sq)
+        self.assign(variable, result.param)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Padam:
+        # The base class replaces a serialized schedule in the dict it is given: copy it first.
+        return super().from_config(dict(config), custom_objects=custom_objects)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "beta_1": self.beta_1,
+                "beta_2": self.beta_2,
+                "epsilon": self.epsilon,
+                "partial": self.partial,
+                "amsgrad": self.amsgrad,
+                "variant": self.variant,
+                "l2_weight_decay": self.l2_weight_decay,
+                "maximize": self.maximize,
+            }
+        )
+        return config
+
+
+def _static_shape(value: Any) -> tuple[int | None, ...]:
+    shape = value.shape
+    if hasattr(shape, "as_list"):  # tf.TensorShape
+        shape = shape.as_list() if shape.rank is not None else [None]
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+Padam.__doc__ = Padam.__doc__.replace(
+    "{{base_optimizer_keyword_args}}",
+    "name, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,\n"
+    "            ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps: as\n"
+    "            for every ``keras.optimizers.Optimizer`` (``weight_decay`` is decoupled).",
+)
