@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--preset", choices=list(PRESETS), default=S,
         help="starting point: mnist1d (default) or the paper's CIFAR recipes "
              "(200 epochs, batch 128, lr /10 at epochs 100 and 150, weight decay 5e-4)")
-    add("--framework", choices=list(FRAMEWORKS), default=S, help="framework (default torch)")
+    add("--framework", choices=list(FRAMEWORKS), default=S,
+        help="framework (default torch); jax and keras have the mlp and cnn1d networks")
     add("--dataset", choices=list(DATASET_NAMES), default=S,
         help="mnist1d and digits are built in; cifar10/cifar100 are read from --data-dir")
     add("--data-dir", metavar="DIR", default=S,

@@ -63,21 +63,21 @@ def _jax_backend() -> BackendFactory:
     return JaxBackend
 
 
-def _not_yet(name: str, adapter: str) -> Callable[[], BackendFactory]:
-    def loader() -> BackendFactory:
+def _keras_backend() -> BackendFactory:
+    try:
+        from padam_compare.keras_backend import KerasBackend
+    except ImportError as error:
         raise ConfigError(
-            f"--framework {name} is not available yet in padam compare (its training loop over "
-            f"{adapter} is still to be written); use --framework torch"
-        )
-
-    return loader
+            f"--framework keras needs Keras 3 and a backend ({error}); install padam[keras]"
+        ) from error
+    return KerasBackend
 
 
 #: Framework name -> loader of its backend class (imports the framework only when chosen).
 BACKENDS: Final[dict[str, Callable[[], BackendFactory]]] = {
     "torch": _torch_backend,
     "jax": _jax_backend,
-    "keras": _not_yet("keras", "padam_keras"),
+    "keras": _keras_backend,
 }
 
 

@@ -68,13 +68,6 @@ def test_help_exits_0(capsys):
     assert "--partials" in out and "--data-dir" in out
 
 
-def test_framework_not_available_yet_is_a_usage_error(capsys):
-    code, _, err = run(["compare", "--framework", "keras", "--train-size", "8", "--test-size",
-                        "8", "--no-progress"], capsys)
-    assert code == 2
-    assert "--framework keras is not available yet" in err
-
-
 def test_missing_cifar_directory_is_a_clear_error(tmp_path, capsys):
     missing = tmp_path / "no-cifar-here"
     code, _, err = run(["compare", "--preset", "paper-resnet18", "--data-dir", str(missing),
