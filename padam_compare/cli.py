@@ -208,7 +208,15 @@ def _compare(arguments: argparse.Namespace, argv: list[str]) -> int:
     from padam_compare.runner import SetupError, run_comparison
 
     command = "padam " + shlex.join(argv)
-    output_dir = Path(config.output_dir)
+    output_dir = Path(config.output_dir).expanduser()
+    try:  # before any training: an unwritable output directory should not cost a run
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / ".padam-compare-write-test").touch()
+        (output_dir / ".padam-compare-write-test").unlink()
+    except OSError as error:
+        print(f"padam compare: error: cannot write to output directory {output_dir}: {error}",
+              file=sys.stderr)
+        return 1
     finished: list[Any] = []
 
     def save(partial_comparison: Any) -> None:

@@ -74,7 +74,15 @@ def test_missing_cifar_directory_is_a_clear_error(tmp_path, capsys):
                         "--output-dir", str(tmp_path / "out"), "--no-progress"], capsys)
     assert code == 1
     assert f"cifar10 data directory does not exist: {missing}" in err
-    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_directory_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, _, err = run(["compare", "--output-dir", str(blocker / "out"), "--no-progress"],
+                       capsys)
+    assert code == 1
+    assert f"cannot write to output directory {blocker / 'out'}" in err
 
 
 def test_cifar_without_data_dir_says_so(tmp_path, capsys):
