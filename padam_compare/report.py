@@ -225,14 +225,16 @@ def write_outputs(comparison: Any, output_dir: Path, command: str) -> dict[str, 
     )
     plot_curves(paths["curves.png"], comparison.runs, title, config.target_loss,
                 config.resolved_milestones())
+    versions = ", ".join(f"{key.removesuffix('_version')} {value}"
+                         for key, value in environment.items() if key.endswith("_version"))
     markdown = "\n".join([
         f"# padam compare: {config.dataset}, {config.model}",
         "",
         f"Command: `{command}`",
         "",
         f"Machine: {environment.get('cpu_count')} CPU cores visible, device "
-        f"{environment.get('device')}, torch threads: {environment.get('threads')}; "
-        f"{environment.get('platform')}; torch {environment.get('torch_version')}.",
+        f"{environment.get('device')}, threads: {environment.get('threads')}; "
+        f"{environment.get('platform')}; {versions}.",
         f"Wall time: {comparison.wall_seconds:.0f} s for {len(comparison.runs)} runs "
         f"({environment.get('train_examples')} training / {environment.get('test_examples')} "
         "test examples).",
