@@ -66,8 +66,9 @@ def _partial(text: str) -> float:
     try:
         value = float(Fraction(text))
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected p as a number or fraction, got {text!r}") \
-            from None
+        raise argparse.ArgumentTypeError(
+            f"expected p as a number or fraction, got {text!r}"
+        ) from None
     if not 0 <= value <= 0.5:
         raise argparse.ArgumentTypeError(f"partial must satisfy 0 <= p <= 1/2, got {text}")
     return value
@@ -112,55 +113,130 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(compare_parser=compare)  # for usage errors found after parsing
     S = argparse.SUPPRESS  # only the flags the user typed reach the config
     add = compare.add_argument
-    add("--config", metavar="FILE", type=Path, default=None,
+    add(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        default=None,
         help="TOML file with any of these settings (keys: flag names with _; per-optimizer "
-             "settings in [optimizer.NAME] tables)")
-    add("--preset", choices=list(PRESETS), default=S,
+        "settings in [optimizer.NAME] tables)",
+    )
+    add(
+        "--preset",
+        choices=list(PRESETS),
+        default=S,
         help="starting point: mnist1d (default) or the paper's CIFAR recipes "
-             "(200 epochs, batch 128, lr /10 at epochs 100 and 150, weight decay 5e-4)")
-    add("--framework", choices=list(FRAMEWORKS), default=S,
-        help="framework (default torch); jax and keras have the mlp and cnn1d networks")
-    add("--dataset", choices=list(DATASET_NAMES), default=S,
-        help="mnist1d and digits are built in; cifar10/cifar100 are read from --data-dir")
-    add("--data-dir", metavar="DIR", default=S,
-        help="directory with the CIFAR python-pickle files (or torchvision's layout)")
+        "(200 epochs, batch 128, lr /10 at epochs 100 and 150, weight decay 5e-4)",
+    )
+    add(
+        "--framework",
+        choices=list(FRAMEWORKS),
+        default=S,
+        help="framework (default torch); jax and keras have the mlp and cnn1d networks",
+    )
+    add(
+        "--dataset",
+        choices=list(DATASET_NAMES),
+        default=S,
+        help="mnist1d and digits are built in; cifar10/cifar100 are read from --data-dir",
+    )
+    add(
+        "--data-dir",
+        metavar="DIR",
+        default=S,
+        help="directory with the CIFAR python-pickle files (or torchvision's layout)",
+    )
     add("--model", choices=list(MODELS), default=S, help="network")
     add("--epochs", type=_positive_int, default=S, help="epochs per run (default 30)")
     add("--batch-size", type=_positive_int, default=S, help="batch size (default 128)")
-    add("--milestones", type=_positive_int, nargs="*", metavar="EPOCH", default=S,
+    add(
+        "--milestones",
+        type=_positive_int,
+        nargs="*",
+        metavar="EPOCH",
+        default=S,
         help="multiply the learning rate by --lr-decay after these epochs (default: 1/2 and 3/4 "
-             "of --epochs, the paper's 100 and 150 of 200; none given: constant)")
+        "of --epochs, the paper's 100 and 150 of 200; none given: constant)",
+    )
     add("--lr-decay", type=_positive_float, default=S, help="learning-rate factor (default 0.1)")
-    add("--weight-decay", type=_nonnegative_float, default=S,
-        help="weight decay for every optimizer that does not set its own (default 5e-4, L2)")
-    add("--optimizers", nargs="+", choices=list(OPTIMIZER_FAMILIES), metavar="NAME", default=S,
-        help=f"optimizers to compare, some of {', '.join(OPTIMIZER_FAMILIES)} (default all)")
-    add("--partials", nargs="+", type=_partial, metavar="P", default=S,
-        help="Padam's partial p, one run per value, e.g. 1/8 1/4 (default 1/8)")
-    add("--lr", action="append", type=_assignment, metavar="NAME=VALUE", default=[],
+    add(
+        "--weight-decay",
+        type=_nonnegative_float,
+        default=S,
+        help="weight decay for every optimizer that does not set its own (default 5e-4, L2)",
+    )
+    add(
+        "--optimizers",
+        nargs="+",
+        choices=list(OPTIMIZER_FAMILIES),
+        metavar="NAME",
+        default=S,
+        help=f"optimizers to compare, some of {', '.join(OPTIMIZER_FAMILIES)} (default all)",
+    )
+    add(
+        "--partials",
+        nargs="+",
+        type=_partial,
+        metavar="P",
+        default=S,
+        help="Padam's partial p, one run per value, e.g. 1/8 1/4 (default 1/8)",
+    )
+    add(
+        "--lr",
+        action="append",
+        type=_assignment,
+        metavar="NAME=VALUE",
+        default=[],
         help="learning rate of one optimizer, e.g. --lr padam=0.1 (defaults: sgd 0.1, adam "
-             "0.001, amsgrad 0.001, adamw 0.001, padam 0.1: the paper's)")
-    add("--set", action="append", type=_assignment, metavar="NAME.KEY=VALUE", default=[],
+        "0.001, amsgrad 0.001, adamw 0.001, padam 0.1: the paper's)",
+    )
+    add(
+        "--set",
+        action="append",
+        type=_assignment,
+        metavar="NAME.KEY=VALUE",
+        default=[],
         dest="settings",
         help="any optimizer setting, e.g. --set padam.variant=torch --set adamw.weight_decay=0.01 "
-             "--set sgd.momentum=0.9 --set adam.betas=0.9,0.99")
-    add("--seeds", nargs="+", type=_seed, metavar="SEED", default=S,
-        help="one run per seed and optimizer (default 0 1 2)")
-    add("--target-loss", type=_positive_float, default=S,
-        help="the table's 'epochs to reach' column: first epoch with train loss <= this")
+        "--set sgd.momentum=0.9 --set adam.betas=0.9,0.99",
+    )
+    add(
+        "--seeds",
+        nargs="+",
+        type=_seed,
+        metavar="SEED",
+        default=S,
+        help="one run per seed and optimizer (default 0 1 2)",
+    )
+    add(
+        "--target-loss",
+        type=_positive_float,
+        default=S,
+        help="the table's 'epochs to reach' column: first epoch with train loss <= this",
+    )
     add("--train-size", type=_positive_int, default=S, help="use only this many training examples")
     add("--test-size", type=_positive_int, default=S, help="use only this many test examples")
-    add("--augment", action=argparse.BooleanOptionalAction, default=S,
-        help="random crops and flips (default: on for CIFAR)")
+    add(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=S,
+        help="random crops and flips (default: on for CIFAR)",
+    )
     add("--device", default=S, help="auto, cpu or cuda[:N] (default auto)")
-    add("--threads", type=_positive_int, default=S,
-        help="torch CPU threads (JAX uses XLA's own pool)")
-    add("--output-dir", metavar="DIR", default=S,
-        help="where the table, CSV, JSON and figure go (default ./padam-compare)")
-    add("--no-progress", dest="progress", action="store_false", default=S,
-        help="no progress bars")
-    add("--print-config", action="store_true",
-        help="print the resolved settings as TOML and exit")
+    add(
+        "--threads",
+        type=_positive_int,
+        default=S,
+        help="torch CPU threads (JAX uses XLA's own pool)",
+    )
+    add(
+        "--output-dir",
+        metavar="DIR",
+        default=S,
+        help="where the table, CSV, JSON and figure go (default ./padam-compare)",
+    )
+    add("--no-progress", dest="progress", action="store_false", default=S, help="no progress bars")
+    add("--print-config", action="store_true", help="print the resolved settings as TOML and exit")
     return parser
 
 
@@ -170,18 +246,24 @@ def _optimizer_overrides(
     overrides: dict[str, dict[str, Any]] = {}
     for name, value in lrs:
         if name not in OPTIMIZER_FAMILIES:
-            raise ConfigError(f"--lr {name}={value}: unknown optimizer {name!r}; expected one of "
-                              f"{', '.join(OPTIMIZER_FAMILIES)}")
+            raise ConfigError(
+                f"--lr {name}={value}: unknown optimizer {name!r}; expected one of "
+                f"{', '.join(OPTIMIZER_FAMILIES)}"
+            )
         overrides.setdefault(name, {})["lr"] = value
     for target, value in settings:
         family, dot, key = target.partition(".")
         if not dot or family not in OPTIMIZER_FAMILIES:
-            raise ConfigError(f"--set {target}={value}: expected NAME.KEY=VALUE with NAME one of "
-                              f"{', '.join(OPTIMIZER_FAMILIES)}")
+            raise ConfigError(
+                f"--set {target}={value}: expected NAME.KEY=VALUE with NAME one of "
+                f"{', '.join(OPTIMIZER_FAMILIES)}"
+            )
         allowed = set(DEFAULT_OPTIMIZER_OPTIONS[family]) | {"weight_decay"}
         if key not in allowed:
-            raise ConfigError(f"--set {target}={value}: optimizer {family} has no setting "
-                              f"{key!r}; it takes {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"--set {target}={value}: optimizer {family} has no setting "
+                f"{key!r}; it takes {', '.join(sorted(allowed))}"
+            )
         overrides.setdefault(family, {})[key] = value
     return overrides
 
@@ -194,9 +276,12 @@ def _compare(arguments: argparse.Namespace, argv: list[str]) -> int:
     try:
         file_values = load_toml(arguments.config) if arguments.config else {}
         overrides = _optimizer_overrides(arguments.lr, arguments.settings)
-        config = build_config(file_values=file_values, flag_values=flags,
-                              optimizer_overrides=overrides,
-                              source=str(arguments.config or "config"))
+        config = build_config(
+            file_values=file_values,
+            flag_values=flags,
+            optimizer_overrides=overrides,
+            source=str(arguments.config or "config"),
+        )
     except ConfigError as error:
         compare_parser.error(str(error))  # usage + message, exit status 2
     if arguments.print_config:
@@ -214,8 +299,10 @@ def _compare(arguments: argparse.Namespace, argv: list[str]) -> int:
         (output_dir / ".padam-compare-write-test").touch()
         (output_dir / ".padam-compare-write-test").unlink()
     except OSError as error:
-        print(f"padam compare: error: cannot write to output directory {output_dir}: {error}",
-              file=sys.stderr)
+        print(
+            f"padam compare: error: cannot write to output directory {output_dir}: {error}",
+            file=sys.stderr,
+        )
         return 1
     finished: list[Any] = []
 
@@ -237,8 +324,10 @@ def _compare(arguments: argparse.Namespace, argv: list[str]) -> int:
         return 130
     paths = {name: output_dir / name for name in OUTPUT_FILES}
     print()
-    print(f"{config.dataset} · {config.model} · {config.framework} · {config.epochs} epochs · "
-          f"seeds {config.seeds} · {comparison.wall_seconds:.0f} s")
+    print(
+        f"{config.dataset} · {config.model} · {config.framework} · {config.epochs} epochs · "
+        f"seeds {config.seeds} · {comparison.wall_seconds:.0f} s"
+    )
     print(format_table(comparison.summaries, config.target_loss))
     print()
     print(f"Table:  {paths['summary.md']}  (and {paths['summary.csv'].name})")

@@ -188,55 +188,84 @@ class CompareConfig:
             if not condition:
                 raise ConfigError(message)
 
-        check(self.preset in PRESETS, f"unknown preset {self.preset!r}; expected one of "
-              f"{', '.join(PRESETS)}")
-        check(self.framework in FRAMEWORKS, f"unknown framework {self.framework!r}; expected "
-              f"one of {', '.join(FRAMEWORKS)}")
-        check(self.dataset in DATASET_NAMES, f"unknown dataset {self.dataset!r}; expected one "
-              f"of {', '.join(DATASET_NAMES)}")
-        check(self.model in MODELS, f"unknown model {self.model!r}; expected one of "
-              f"{', '.join(MODELS)}")
+        check(
+            self.preset in PRESETS,
+            f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}",
+        )
+        check(
+            self.framework in FRAMEWORKS,
+            f"unknown framework {self.framework!r}; expected one of {', '.join(FRAMEWORKS)}",
+        )
+        check(
+            self.dataset in DATASET_NAMES,
+            f"unknown dataset {self.dataset!r}; expected one of {', '.join(DATASET_NAMES)}",
+        )
+        check(
+            self.model in MODELS,
+            f"unknown model {self.model!r}; expected one of {', '.join(MODELS)}",
+        )
         image_models = ("vgg16", "resnet18", "wrn16_4")
         if self.model in image_models:
-            check(self.dataset in ("cifar10", "cifar100"),
-                  f"model {self.model} is a CIFAR network (32x32 RGB images); use it with "
-                  "--dataset cifar10 or cifar100")
+            check(
+                self.dataset in ("cifar10", "cifar100"),
+                f"model {self.model} is a CIFAR network (32x32 RGB images); use it with "
+                "--dataset cifar10 or cifar100",
+            )
         if self.model == "cnn1d":
-            check(self.dataset == "mnist1d", "model cnn1d takes 1-D signals: use it with "
-                  "--dataset mnist1d (or --model mlp)")
+            check(
+                self.dataset == "mnist1d",
+                "model cnn1d takes 1-D signals: use it with --dataset mnist1d (or --model mlp)",
+            )
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.lr_decay > 0, f"lr_decay must be > 0, got {self.lr_decay}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        check(all(m >= 1 for m in self.resolved_milestones()),
-              f"milestones must be epochs >= 1, got {self.milestones}")
+        check(
+            all(m >= 1 for m in self.resolved_milestones()),
+            f"milestones must be epochs >= 1, got {self.milestones}",
+        )
         check(len(self.optimizers) > 0, "optimizers must name at least one optimizer")
         for name in self.optimizers:
-            check(name in OPTIMIZER_FAMILIES, f"unknown optimizer {name!r}; expected some of "
-                  f"{', '.join(OPTIMIZER_FAMILIES)}")
-        check(len(set(self.optimizers)) == len(self.optimizers),
-              f"optimizers lists a name twice: {self.optimizers}")
+            check(
+                name in OPTIMIZER_FAMILIES,
+                f"unknown optimizer {name!r}; expected some of {', '.join(OPTIMIZER_FAMILIES)}",
+            )
+        check(
+            len(set(self.optimizers)) == len(self.optimizers),
+            f"optimizers lists a name twice: {self.optimizers}",
+        )
         check(len(self.partials) > 0, "partials must hold at least one value of p")
         for partial in self.partials:
-            check(0 <= partial <= 0.5, f"Invalid partial value: {partial} "
-                  "(expected 0 <= partial <= 0.5)")
+            check(
+                0 <= partial <= 0.5,
+                f"Invalid partial value: {partial} (expected 0 <= partial <= 0.5)",
+            )
         check(len(self.seeds) > 0, "seeds must hold at least one seed")
         check(len(set(self.seeds)) == len(self.seeds), f"seeds lists a seed twice: {self.seeds}")
         check(self.target_loss > 0, f"target_loss must be > 0, got {self.target_loss}")
         for size_name in ("train_size", "test_size"):
             size = getattr(self, size_name)
             check(size is None or size >= 1, f"{size_name} must be >= 1, got {size}")
-        check(self.threads is None or self.threads >= 1,
-              f"threads must be >= 1, got {self.threads}")
-        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-              f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        check(
+            self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"
+        )
+        check(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            f"device must be auto, cpu or cuda[:N], got {self.device!r}",
+        )
         for family, options in self.optimizer.items():
-            check(family in OPTIMIZER_FAMILIES, f"[optimizer.{family}]: unknown optimizer; "
-                  f"expected one of {', '.join(OPTIMIZER_FAMILIES)}")
+            check(
+                family in OPTIMIZER_FAMILIES,
+                f"[optimizer.{family}]: unknown optimizer; "
+                f"expected one of {', '.join(OPTIMIZER_FAMILIES)}",
+            )
             allowed = set(DEFAULT_OPTIMIZER_OPTIONS[family]) | {"weight_decay"}
             for key, value in options.items():
-                check(key in allowed, f"optimizer {family} has no setting {key!r}; it takes "
-                      f"{', '.join(sorted(allowed))}")
+                check(
+                    key in allowed,
+                    f"optimizer {family} has no setting {key!r}; it takes "
+                    f"{', '.join(sorted(allowed))}",
+                )
                 _check_option(family, key, value)
 
 
@@ -248,8 +277,11 @@ def _check_option(family: str, key: str, value: Any) -> None:
         if key == "momentum" and value >= 1:
             raise ConfigError(f"{where} must be < 1, got {value!r}")
     elif key == "betas":
-        if not (isinstance(value, tuple) and len(value) == 2
-                and all(isinstance(b, float) and 0 <= b < 1 for b in value)):
+        if not (
+            isinstance(value, tuple)
+            and len(value) == 2
+            and all(isinstance(b, float) and 0 <= b < 1 for b in value)
+        ):
             raise ConfigError(f"{where} must be two numbers in [0, 1), got {value!r}")
     elif key in ("nesterov", "amsgrad"):
         if not isinstance(value, bool):
@@ -273,16 +305,16 @@ def coerce_option(family: str, key: str, value: Any) -> Any:
         try:
             return float(value)
         except ValueError:
-            raise ConfigError(f"optimizer {family} setting {key} must be a number, "
-                              f"got {value!r}") from None
+            raise ConfigError(
+                f"optimizer {family} setting {key} must be a number, got {value!r}"
+            ) from None
     if kind is bool and isinstance(value, str):
         lowered = value.lower()
         if lowered in ("true", "1", "yes"):
             return True
         if lowered in ("false", "0", "no"):
             return False
-        raise ConfigError(f"optimizer {family} setting {key} must be true or false, "
-                          f"got {value!r}")
+        raise ConfigError(f"optimizer {family} setting {key} must be true or false, got {value!r}")
     if kind is tuple:
         if isinstance(value, str):
             value = value.split(",")
@@ -290,8 +322,9 @@ def coerce_option(family: str, key: str, value: Any) -> Any:
             try:
                 return tuple(float(item) for item in value)
             except (TypeError, ValueError):
-                raise ConfigError(f"optimizer {family} setting {key} must be numbers, "
-                                  f"got {value!r}") from None
+                raise ConfigError(
+                    f"optimizer {family} setting {key} must be numbers, got {value!r}"
+                ) from None
     return value
 
 
@@ -380,13 +413,16 @@ def build_config(
     for name, value in file_values.items():
         if name not in _FIELD_TYPES or name == "optimizer":
             known = ", ".join(sorted(set(_FIELD_TYPES) - {"optimizer"}))
-            raise ConfigError(f"{source}: unknown setting {name!r}; known: {known}, "
-                              "and [optimizer.<name>] tables")
+            raise ConfigError(
+                f"{source}: unknown setting {name!r}; known: {known}, and [optimizer.<name>] tables"
+            )
         setattr(config, name, _coerce_field(name, value, source))
     for family, table in optimizer_tables.items():
         if family not in OPTIMIZER_FAMILIES:
-            raise ConfigError(f"{source}: [optimizer.{family}]: unknown optimizer; expected one "
-                              f"of {', '.join(OPTIMIZER_FAMILIES)}")
+            raise ConfigError(
+                f"{source}: [optimizer.{family}]: unknown optimizer; expected one "
+                f"of {', '.join(OPTIMIZER_FAMILIES)}"
+            )
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: optimizer.{family} must be a table")
         for key, value in table.items():

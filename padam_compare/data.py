@@ -137,8 +137,9 @@ def load_digits() -> Dataset:
     try:
         from sklearn.datasets import load_digits as sklearn_load_digits
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise DataError("the digits dataset needs scikit-learn (pip install scikit-learn)") \
-            from error
+        raise DataError(
+            "the digits dataset needs scikit-learn (pip install scikit-learn)"
+        ) from error
     bunch = sklearn_load_digits()
     x = bunch.data.astype(np.float64).reshape(-1, 1, 8, 8)
     y = bunch.target.astype(np.int64)
@@ -275,8 +276,10 @@ def _read_batch(path: Path, labels_key: str, num_classes: int) -> tuple[np.ndarr
     except pickle.UnpicklingError as error:
         raise DataError(f"{path} is not a valid CIFAR batch: {error}") from error
     except Exception as error:  # truncated or not a pickle at all: many exception types
-        raise DataError(f"{path} is not a valid CIFAR batch: not a readable pickle "
-                        f"({type(error).__name__}: {error})") from error
+        raise DataError(
+            f"{path} is not a valid CIFAR batch: not a readable pickle "
+            f"({type(error).__name__}: {error})"
+        ) from error
     if not isinstance(record, dict):
         raise DataError(f"{path} is not a CIFAR batch: it holds a {type(record).__name__}")
     try:
@@ -309,8 +312,10 @@ def load_cifar(name: str, data_dir: str | Path) -> Dataset:
     layout = _CIFAR[name]
     root = _cifar_root(name, Path(data_dir).expanduser())
     parts = {
-        split: [_read_batch(root / file, layout["labels"], layout["num_classes"])
-                for file in layout[split]]
+        split: [
+            _read_batch(root / file, layout["labels"], layout["num_classes"])
+            for file in layout[split]
+        ]
         for split in ("train", "test")
     }
     x_train = np.concatenate([images for images, _ in parts["train"]])

@@ -32,32 +32,47 @@ __all__ = ["KERAS_OPTIMIZERS", "KerasBackend", "make_optimizer"]
 
 
 def _sgd(options: dict[str, Any]) -> keras.optimizers.Optimizer:
-    return keras.optimizers.SGD(options["lr"], momentum=options["momentum"],
-                                nesterov=options["nesterov"])
+    return keras.optimizers.SGD(
+        options["lr"], momentum=options["momentum"], nesterov=options["nesterov"]
+    )
 
 
 def _adam(options: dict[str, Any], amsgrad: bool = False) -> keras.optimizers.Optimizer:
     b1, b2 = options["betas"]
-    return keras.optimizers.Adam(options["lr"], beta_1=b1, beta_2=b2, epsilon=options["eps"],
-                                 amsgrad=amsgrad)
+    return keras.optimizers.Adam(
+        options["lr"], beta_1=b1, beta_2=b2, epsilon=options["eps"], amsgrad=amsgrad
+    )
 
 
 def _adamw(options: dict[str, Any]) -> keras.optimizers.Optimizer:
     b1, b2 = options["betas"]
-    return keras.optimizers.AdamW(options["lr"], weight_decay=options["weight_decay"],
-                                  beta_1=b1, beta_2=b2, epsilon=options["eps"])
+    return keras.optimizers.AdamW(
+        options["lr"],
+        weight_decay=options["weight_decay"],
+        beta_1=b1,
+        beta_2=b2,
+        epsilon=options["eps"],
+    )
 
 
 def _padam(options: dict[str, Any]) -> keras.optimizers.Optimizer:
     try:
         from padam_keras import Padam
     except ImportError as error:  # pragma: no cover - depends on the installed package
-        raise SetupError(f"Padam for Keras is not available ({error}); install padam[keras]") \
-            from error
+        raise SetupError(
+            f"Padam for Keras is not available ({error}); install padam[keras]"
+        ) from error
     b1, b2 = options["betas"]
-    return Padam(options["lr"], beta_1=b1, beta_2=b2, epsilon=options["eps"],
-                 partial=options["partial"], amsgrad=options["amsgrad"],
-                 variant=options["variant"], l2_weight_decay=options["weight_decay"])
+    return Padam(
+        options["lr"],
+        beta_1=b1,
+        beta_2=b2,
+        epsilon=options["eps"],
+        partial=options["partial"],
+        amsgrad=options["amsgrad"],
+        variant=options["variant"],
+        l2_weight_decay=options["weight_decay"],
+    )
 
 
 #: Optimizer family -> constructor taking the resolved options.
@@ -78,28 +93,34 @@ def make_optimizer(run: OptimizerRun) -> keras.optimizers.Optimizer:
     return KERAS_OPTIMIZERS[run.family](run.options)
 
 
-def _torch_like_dense(units: int, fan_in: int, l2: float,
-                      activation: str | None = None) -> keras.layers.Layer:
+def _torch_like_dense(
+    units: int, fan_in: int, l2: float, activation: str | None = None
+) -> keras.layers.Layer:
     bound = 1.0 / math.sqrt(fan_in)
     regularizer = keras.regularizers.L2(l2 / 2) if l2 else None
     return keras.layers.Dense(
-        units, activation=activation,
+        units,
+        activation=activation,
         kernel_initializer=keras.initializers.RandomUniform(-bound, bound),
         bias_initializer=keras.initializers.RandomUniform(-bound, bound),
-        kernel_regularizer=regularizer, bias_regularizer=regularizer,
+        kernel_regularizer=regularizer,
+        bias_regularizer=regularizer,
     )
 
 
-def _build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
-                 l2: float) -> keras.Model:
+def _build_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, l2: float
+) -> keras.Model:
     regularizer = keras.regularizers.L2(l2 / 2) if l2 else None
     layers: list[keras.layers.Layer] = [keras.Input(input_shape)]
     if name == "mlp":
         fan_in = math.prod(input_shape)
-        layers += [keras.layers.Flatten(),
-                   _torch_like_dense(128, fan_in, l2, "relu"),
-                   _torch_like_dense(128, 128, l2, "relu"),
-                   _torch_like_dense(num_classes, 128, l2)]
+        layers += [
+            keras.layers.Flatten(),
+            _torch_like_dense(128, fan_in, l2, "relu"),
+            _torch_like_dense(128, 128, l2, "relu"),
+            _torch_like_dense(num_classes, 128, l2),
+        ]
     elif name == "cnn1d":
         if len(input_shape) != 1:
             raise ConfigError(f"cnn1d takes 1-D signals, got examples of shape {input_shape}")
@@ -110,30 +131,46 @@ def _build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
             bound = 1.0 / math.sqrt(in_channels * kernel)
             layers += [
                 keras.layers.ZeroPadding1D(padding),
-                keras.layers.Conv1D(channels, kernel, strides=stride, use_bias=False,
-                                    kernel_initializer=keras.initializers.RandomUniform(
-                                        -bound, bound),
-                                    kernel_regularizer=regularizer),
-                keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                                gamma_regularizer=regularizer,
-                                                beta_regularizer=regularizer),
+                keras.layers.Conv1D(
+                    channels,
+                    kernel,
+                    strides=stride,
+                    use_bias=False,
+                    kernel_initializer=keras.initializers.RandomUniform(-bound, bound),
+                    kernel_regularizer=regularizer,
+                ),
+                keras.layers.BatchNormalization(
+                    momentum=0.9,
+                    epsilon=1e-5,
+                    gamma_regularizer=regularizer,
+                    beta_regularizer=regularizer,
+                ),
                 keras.layers.ReLU(),
             ]
             in_channels = channels
         # Flatten channels-first, as torch does, so the classifier sees the same layout.
-        layers += [keras.layers.Permute((2, 1)), keras.layers.Flatten(),
-                   _torch_like_dense(num_classes, channels * ((input_shape[0] + 3) // 4), l2)]
+        layers += [
+            keras.layers.Permute((2, 1)),
+            keras.layers.Flatten(),
+            _torch_like_dense(num_classes, channels * ((input_shape[0] + 3) // 4), l2),
+        ]
     else:
-        raise ConfigError(f"--framework keras has the models mlp, cnn1d; {name} is torch only "
-                          "for now (use --framework torch)")
+        raise ConfigError(
+            f"--framework keras has the models mlp, cnn1d; {name} is torch only "
+            "for now (use --framework torch)"
+        )
     return keras.Sequential(layers)
 
 
 class _Recorder(keras.callbacks.Callback):
     """Sets the epoch's learning rate, times the epoch, turns Keras's logs into records."""
 
-    def __init__(self, learning_rate: Callable[[int], float], total_epochs: int,
-                 on_epoch: Callable[[EpochRecord], None] | None) -> None:
+    def __init__(
+        self,
+        learning_rate: Callable[[int], float],
+        total_epochs: int,
+        on_epoch: Callable[[EpochRecord], None] | None,
+    ) -> None:
         super().__init__()
         self.learning_rate = learning_rate
         self.on_epoch = on_epoch
@@ -170,8 +207,10 @@ class KerasBackend:
 
     def __init__(self, config: CompareConfig, dataset: Dataset) -> None:
         if config.model not in ("mlp", "cnn1d"):
-            raise ConfigError(f"--framework keras has the models mlp, cnn1d; {config.model} is "
-                              "torch only for now (use --framework torch)")
+            raise ConfigError(
+                f"--framework keras has the models mlp, cnn1d; {config.model} is "
+                "torch only for now (use --framework torch)"
+            )
         if dataset.is_image and config.augment is not False:
             raise ConfigError("--framework keras has no image augmentation yet: add --no-augment")
         self.config = config
@@ -189,9 +228,13 @@ class KerasBackend:
 
     def describe(self) -> dict[str, Any]:
         """Versions and backend, for results.json."""
-        return {"framework": "keras", "keras_version": keras.__version__,
-                "keras_backend": keras.backend.backend(), "device": "keras default",
-                "threads": "backend default"}
+        return {
+            "framework": "keras",
+            "keras_version": keras.__version__,
+            "keras_backend": keras.backend.backend(),
+            "device": "keras default",
+            "threads": "backend default",
+        }
 
     def check(self, runs: list[OptimizerRun]) -> None:
         """Build each optimizer once so a bad value shows before training."""
@@ -210,27 +253,42 @@ class KerasBackend:
 
         return at_epoch
 
-    def train(self, run: OptimizerRun, seed: int,
-              on_epoch: Callable[[EpochRecord], None] | None = None) -> RunResult:
+    def train(
+        self, run: OptimizerRun, seed: int, on_epoch: Callable[[EpochRecord], None] | None = None
+    ) -> RunResult:
         """Train a fresh model from ``seed`` (initial weights and data order)."""
         keras.utils.set_random_seed(seed)
         l2 = float(run.options["weight_decay"]) if run.family in _L2_BY_REGULARIZER else 0.0
-        model = _build_model(self.config.model, self.dataset.input_shape,
-                             self.dataset.num_classes, l2)
+        model = _build_model(
+            self.config.model, self.dataset.input_shape, self.dataset.num_classes, l2
+        )
         model.compile(
             optimizer=make_optimizer(run),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True,
-                                                                 name="cross_entropy"),
-                     keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            metrics=[
+                keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="cross_entropy"),
+                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            ],
         )
         recorder = _Recorder(self._learning_rate(run), self.config.epochs, on_epoch)
-        model.fit(self.x_train, self.dataset.y_train, batch_size=self.config.batch_size,
-                  epochs=self.config.epochs, shuffle=True, verbose=0,
-                  validation_data=(self.x_test, self.dataset.y_test),
-                  validation_batch_size=1000, callbacks=[recorder])
-        result = RunResult(label=run.label, family=run.family, seed=seed,
-                           options=dict(run.options), epochs=recorder.records)
+        model.fit(
+            self.x_train,
+            self.dataset.y_train,
+            batch_size=self.config.batch_size,
+            epochs=self.config.epochs,
+            shuffle=True,
+            verbose=0,
+            validation_data=(self.x_test, self.dataset.y_test),
+            validation_batch_size=1000,
+            callbacks=[recorder],
+        )
+        result = RunResult(
+            label=run.label,
+            family=run.family,
+            seed=seed,
+            options=dict(run.options),
+            epochs=recorder.records,
+        )
         if recorder.records and not math.isfinite(recorder.records[-1].train_loss):
             result.diverged_at = recorder.records[-1].epoch
         return result

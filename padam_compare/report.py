@@ -27,8 +27,19 @@ __all__ = ["OUTPUT_FILES", "format_table", "plot_curves", "write_outputs"]
 
 OUTPUT_FILES: Final = ("summary.md", "summary.csv", "epochs.csv", "results.json", "curves.png")
 
-_EPOCH_COLUMNS: Final = ("optimizer", "family", "partial", "seed", "epoch", "lr", "train_loss",
-                         "train_accuracy", "test_loss", "test_accuracy", "seconds")
+_EPOCH_COLUMNS: Final = (
+    "optimizer",
+    "family",
+    "partial",
+    "seed",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "seconds",
+)
 
 
 def _table_rows(summaries: list[Summary], target_loss: float) -> tuple[list[str], list[list[str]]]:
@@ -53,15 +64,17 @@ def _table_rows(summaries: list[Summary], target_loss: float) -> tuple[list[str]
             epochs_text = reached.format(digits=1)
             if reached.count < summary.seeds:
                 epochs_text += f" ({reached.count}/{summary.seeds} seeds)"
-        rows.append([
-            label,
-            f"{summary.lr:g}",
-            summary.final_train_loss.format(digits=4),
-            summary.best_test_accuracy.format(scale=100, digits=2),
-            summary.final_test_accuracy.format(scale=100, digits=2),
-            epochs_text,
-            f"{summary.seconds_per_run.mean:.1f}",
-        ])
+        rows.append(
+            [
+                label,
+                f"{summary.lr:g}",
+                summary.final_train_loss.format(digits=4),
+                summary.best_test_accuracy.format(scale=100, digits=2),
+                summary.final_test_accuracy.format(scale=100, digits=2),
+                epochs_text,
+                f"{summary.seconds_per_run.mean:.1f}",
+            ]
+        )
     return header, rows
 
 
@@ -69,8 +82,10 @@ def format_table(summaries: list[Summary], target_loss: float, markdown: bool = 
     """The summary table; values are mean ± standard deviation over seeds."""
     header, rows = _table_rows(summaries, target_loss)
     if markdown:
-        lines = ["| " + " | ".join(header) + " |",
-                 "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
@@ -91,26 +106,60 @@ def _write_epochs_csv(path: Path, runs: list[RunResult]) -> None:
         for run in runs:
             partial = run.options.get("partial", "")
             for record in run.epochs:
-                writer.writerow([run.label, run.family, partial, run.seed, record.epoch,
-                                 repr(record.lr), repr(record.train_loss),
-                                 repr(record.train_accuracy), repr(record.test_loss),
-                                 repr(record.test_accuracy), f"{record.seconds:.4f}"])
+                writer.writerow(
+                    [
+                        run.label,
+                        run.family,
+                        partial,
+                        run.seed,
+                        record.epoch,
+                        repr(record.lr),
+                        repr(record.train_loss),
+                        repr(record.train_accuracy),
+                        repr(record.test_loss),
+                        repr(record.test_accuracy),
+                        f"{record.seconds:.4f}",
+                    ]
+                )
 
 
 def _write_summary_csv(path: Path, summaries: list[Summary]) -> None:
-    statistics = ("final_train_loss", "best_test_accuracy", "final_test_accuracy",
-                  "epochs_to_target", "seconds_per_run")
+    statistics = (
+        "final_train_loss",
+        "best_test_accuracy",
+        "final_test_accuracy",
+        "epochs_to_target",
+        "seconds_per_run",
+    )
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["optimizer", "family", "lr", "seeds", "diverged", "reached_target",
-                         *(f"{name}_{part}" for name in statistics for part in ("mean", "std"))])
+        writer.writerow(
+            [
+                "optimizer",
+                "family",
+                "lr",
+                "seeds",
+                "diverged",
+                "reached_target",
+                *(f"{name}_{part}" for name in statistics for part in ("mean", "std")),
+            ]
+        )
         for summary in summaries:
             values = []
             for name in statistics:
                 statistic = getattr(summary, name)
                 values += [repr(statistic.mean), repr(statistic.std)]
-            writer.writerow([summary.label, summary.family, repr(summary.lr), summary.seeds,
-                             summary.diverged, summary.epochs_to_target.count, *values])
+            writer.writerow(
+                [
+                    summary.label,
+                    summary.family,
+                    repr(summary.lr),
+                    summary.seeds,
+                    summary.diverged,
+                    summary.epochs_to_target.count,
+                    *values,
+                ]
+            )
 
 
 def _json_safe(value: Any) -> Any:
@@ -134,8 +183,13 @@ def _curves(runs: list[RunResult], label: str, metric: str) -> tuple[np.ndarray,
     return np.arange(1, length + 1), values
 
 
-def plot_curves(path: Path, runs: list[RunResult], title: str, target_loss: float | None = None,
-                milestones: list[int] | None = None) -> None:
+def plot_curves(
+    path: Path,
+    runs: list[RunResult],
+    title: str,
+    target_loss: float | None = None,
+    milestones: list[int] | None = None,
+) -> None:
     """Two panels (training loss, log scale; test accuracy), one line per optimizer."""
     # The Agg canvas directly, not pyplot: no display, no global figure state.
     import matplotlib
@@ -154,24 +208,38 @@ def plot_curves(path: Path, runs: list[RunResult], title: str, target_loss: floa
         warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN epochs (divergence)
         for index, label in enumerate(labels):
             color = colors[index % len(colors)]
-            for axes, metric, scale in ((loss_axes, "train_loss", 1.0),
-                                        (accuracy_axes, "test_accuracy", 100.0)):
+            for axes, metric, scale in (
+                (loss_axes, "train_loss", 1.0),
+                (accuracy_axes, "test_accuracy", 100.0),
+            ):
                 epochs, values = _curves(runs, label, metric)
                 values = values * scale
                 targets = [axes] if axes is loss_axes or zoom is None else [axes, zoom]
                 for target in targets:
-                    target.plot(epochs, np.nanmean(values, axis=0), color=color,
-                                label=label if target is loss_axes else None, linewidth=1.6)
+                    target.plot(
+                        epochs,
+                        np.nanmean(values, axis=0),
+                        color=color,
+                        label=label if target is loss_axes else None,
+                        linewidth=1.6,
+                    )
                     if values.shape[0] > 1:
-                        target.fill_between(epochs, np.nanmin(values, axis=0),
-                                            np.nanmax(values, axis=0), color=color, alpha=0.2,
-                                            linewidth=0)
+                        target.fill_between(
+                            epochs,
+                            np.nanmin(values, axis=0),
+                            np.nanmax(values, axis=0),
+                            color=color,
+                            alpha=0.2,
+                            linewidth=0,
+                        )
     if zoom is not None:
         start = length // 2 + 1
-        late = [np.nanmin(_curves(runs, label, "test_accuracy")[1][:, start - 1:]) for label in
-                labels]
-        high = [np.nanmax(_curves(runs, label, "test_accuracy")[1][:, start - 1:]) for label in
-                labels]
+        late = [
+            np.nanmin(_curves(runs, label, "test_accuracy")[1][:, start - 1 :]) for label in labels
+        ]
+        high = [
+            np.nanmax(_curves(runs, label, "test_accuracy")[1][:, start - 1 :]) for label in labels
+        ]
         finite_low = [v for v in late if np.isfinite(v)]
         finite_high = [v for v in high if np.isfinite(v)]
         if finite_low and finite_high:
@@ -206,8 +274,10 @@ def write_outputs(comparison: Any, output_dir: Path, command: str) -> dict[str, 
     summaries = comparison.summaries
     paths = {name: output_dir / name for name in OUTPUT_FILES}
     environment = comparison.environment
-    title = (f"{config.dataset} · {config.model} · {config.framework} · {config.epochs} epochs · "
-             f"batch {config.batch_size} · weight decay {config.weight_decay:g}")
+    title = (
+        f"{config.dataset} · {config.model} · {config.framework} · {config.epochs} epochs · "
+        f"batch {config.batch_size} · weight decay {config.weight_decay:g}"
+    )
 
     _write_epochs_csv(paths["epochs.csv"], comparison.runs)
     _write_summary_csv(paths["summary.csv"], summaries)
@@ -223,29 +293,39 @@ def write_outputs(comparison: Any, output_dir: Path, command: str) -> dict[str, 
     paths["results.json"].write_text(
         json.dumps(_json_safe(document), indent=1, allow_nan=False) + "\n", encoding="utf-8"
     )
-    plot_curves(paths["curves.png"], comparison.runs, title, config.target_loss,
-                config.resolved_milestones())
-    versions = ", ".join(f"{key.removesuffix('_version')} {value}"
-                         for key, value in environment.items() if key.endswith("_version"))
-    markdown = "\n".join([
-        f"# padam compare: {config.dataset}, {config.model}",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Machine: {environment.get('cpu_count')} CPU cores visible, device "
-        f"{environment.get('device')}, threads: {environment.get('threads')}; "
-        f"{environment.get('platform')}; {versions}.",
-        f"Wall time: {comparison.wall_seconds:.0f} s for {len(comparison.runs)} runs "
-        f"({environment.get('train_examples')} training / {environment.get('test_examples')} "
-        "test examples).",
-        "",
-        f"Mean ± standard deviation over seeds {config.seeds}; learning rate times "
-        f"{config.lr_decay:g} after epochs {config.resolved_milestones()}.",
-        "",
-        format_table(summaries, config.target_loss, markdown=True),
-        "",
-        "![curves](curves.png)",
-        "",
-    ])
+    plot_curves(
+        paths["curves.png"],
+        comparison.runs,
+        title,
+        config.target_loss,
+        config.resolved_milestones(),
+    )
+    versions = ", ".join(
+        f"{key.removesuffix('_version')} {value}"
+        for key, value in environment.items()
+        if key.endswith("_version")
+    )
+    markdown = "\n".join(
+        [
+            f"# padam compare: {config.dataset}, {config.model}",
+            "",
+            f"Command: `{command}`",
+            "",
+            f"Machine: {environment.get('cpu_count')} CPU cores visible, device "
+            f"{environment.get('device')}, threads: {environment.get('threads')}; "
+            f"{environment.get('platform')}; {versions}.",
+            f"Wall time: {comparison.wall_seconds:.0f} s for {len(comparison.runs)} runs "
+            f"({environment.get('train_examples')} training / {environment.get('test_examples')} "
+            "test examples).",
+            "",
+            f"Mean ± standard deviation over seeds {config.seeds}; learning rate times "
+            f"{config.lr_decay:g} after epochs {config.resolved_milestones()}.",
+            "",
+            format_table(summaries, config.target_loss, markdown=True),
+            "",
+            "![curves](curves.png)",
+            "",
+        ]
+    )
     paths["summary.md"].write_text(markdown, encoding="utf-8")
     return paths

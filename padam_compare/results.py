@@ -43,8 +43,9 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["options"] = {k: list(v) if isinstance(v, tuple) else v
-                           for k, v in self.options.items()}
+        data["options"] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()
+        }
         return data
 
     def epochs_to_reach(self, target_loss: float) -> int | None:

@@ -84,8 +84,7 @@ BACKENDS: Final[dict[str, Callable[[], BackendFactory]]] = {
 def get_backend(framework: str) -> BackendFactory:
     """The backend class of ``framework``; ``ConfigError`` if it is not available."""
     if framework not in BACKENDS:
-        raise ConfigError(f"unknown framework {framework!r}; expected one of "
-                          f"{', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown framework {framework!r}; expected one of {', '.join(BACKENDS)}")
     return BACKENDS[framework]()
 
 
@@ -115,13 +114,17 @@ class _Progress:
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=description, unit="epoch", leave=True,
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, desc=description, unit="epoch", leave=True, dynamic_ncols=True
+            )
 
     def update(self, record: EpochRecord) -> None:
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{record.train_loss:.3f}",
-                                 test_acc=f"{100 * record.test_accuracy:.1f}%", refresh=False)
+            self.bar.set_postfix(
+                loss=f"{record.train_loss:.3f}",
+                test_acc=f"{100 * record.test_accuracy:.1f}%",
+                refresh=False,
+            )
             self.bar.update(1)
 
     def close(self) -> None:

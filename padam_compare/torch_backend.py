@@ -23,20 +23,37 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter], dict[str, Any]], torch.opti
 
 
 def _sgd(params: Iterable[nn.Parameter], options: dict[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=options["lr"], momentum=options["momentum"],
-                           nesterov=options["nesterov"], weight_decay=options["weight_decay"])
+    return torch.optim.SGD(
+        params,
+        lr=options["lr"],
+        momentum=options["momentum"],
+        nesterov=options["nesterov"],
+        weight_decay=options["weight_decay"],
+    )
 
 
-def _adam(params: Iterable[nn.Parameter], options: dict[str, Any],
-          amsgrad: bool = False) -> torch.optim.Optimizer:
+def _adam(
+    params: Iterable[nn.Parameter], options: dict[str, Any], amsgrad: bool = False
+) -> torch.optim.Optimizer:
     # Coupled L2 (weight decay added to the gradient), as the paper's Adam/AMSGrad baselines.
-    return torch.optim.Adam(params, lr=options["lr"], betas=options["betas"], eps=options["eps"],
-                            weight_decay=options["weight_decay"], amsgrad=amsgrad)
+    return torch.optim.Adam(
+        params,
+        lr=options["lr"],
+        betas=options["betas"],
+        eps=options["eps"],
+        weight_decay=options["weight_decay"],
+        amsgrad=amsgrad,
+    )
 
 
 def _adamw(params: Iterable[nn.Parameter], options: dict[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=options["lr"], betas=options["betas"], eps=options["eps"],
-                             weight_decay=options["weight_decay"])
+    return torch.optim.AdamW(
+        params,
+        lr=options["lr"],
+        betas=options["betas"],
+        eps=options["eps"],
+        weight_decay=options["weight_decay"],
+    )
 
 
 def _padam(params: Iterable[nn.Parameter], options: dict[str, Any]) -> torch.optim.Optimizer:
@@ -47,9 +64,16 @@ def _padam(params: Iterable[nn.Parameter], options: dict[str, Any]) -> torch.opt
             f"Padam for torch is not available ({error}); install padam with the torch extra "
             "(pip install 'padam[torch,compare]')"
         ) from error
-    return Padam(params, lr=options["lr"], betas=options["betas"], eps=options["eps"],
-                 weight_decay=options["weight_decay"], partial=options["partial"],
-                 amsgrad=options["amsgrad"], variant=options["variant"])
+    return Padam(
+        params,
+        lr=options["lr"],
+        betas=options["betas"],
+        eps=options["eps"],
+        weight_decay=options["weight_decay"],
+        partial=options["partial"],
+        amsgrad=options["amsgrad"],
+        variant=options["variant"],
+    )
 
 
 #: Optimizer family -> constructor taking (parameters, resolved options).
@@ -167,8 +191,8 @@ class TorchBackend:
         total = len(self.batches.y_test)
         step = max(self.config.batch_size, 1000)
         for start in range(0, total, step):
-            x = self.batches.prepare(self.batches.x_test[start:start + step], None)
-            y = self.batches.y_test[start:start + step]
+            x = self.batches.prepare(self.batches.x_test[start : start + step], None)
+            y = self.batches.y_test[start : start + step]
             logits = model(x)
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
@@ -194,8 +218,7 @@ class TorchBackend:
             optimizer, milestones=config.resolved_milestones(), gamma=config.lr_decay
         )
         generator = torch.Generator().manual_seed(seed)
-        result = RunResult(label=run.label, family=run.family, seed=seed,
-                           options=dict(run.options))
+        result = RunResult(label=run.label, family=run.family, seed=seed, options=dict(run.options))
         total = len(self.batches.y_train)
         for epoch in range(1, config.epochs + 1):
             started = time.perf_counter()
@@ -205,7 +228,7 @@ class TorchBackend:
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
             for start in range(0, total, config.batch_size):
-                index = order[start:start + config.batch_size]
+                index = order[start : start + config.batch_size]
                 x = self.batches.prepare(self.batches.x_train[index], generator)
                 y = self.batches.y_train[index]
                 logits = model(x)

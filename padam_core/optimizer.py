@@ -59,8 +59,8 @@ class Padam:
 
     ``fused=None`` (default) takes the numba-compiled in-place path of
     :mod:`padam_core.fused_cpu` where it applies (numba installed, contiguous NumPy float32/float64
-    arrays, ``partial`` in {0, 1/16, 1/8, 1/4, 1/2}) and the pure kernel elsewhere; ``False``
-    always takes the pure kernel. Both give the same numbers (see tests/core/test_fused_cpu.py).
+    arrays) and the pure kernel elsewhere; ``False`` always takes the pure kernel. Both give the
+    same bits, but for a general ``partial`` (pow) where they may differ in the last place.
 
     A step either completes for every array or changes nothing: shapes, dtypes and finiteness are
     checked for all gradients before the first array is written.
@@ -144,9 +144,8 @@ class Padam:
         return {name: named[name] for name in self._names}
 
     def _takes_fused_path(self, name: str, grad: Any) -> bool:
-        partial = float(self.hyperparameters["partial"])
-        if self.fused is False or fused_cpu.power_mode(partial) == fused_cpu.POW_GENERAL:
-            return False  # numba's scalar pow is slower than NumPy's vectorised one
+        if self.fused is False:
+            return False
         moments = [getattr(self.state, moment) for moment in _MOMENTS]
         writable = [self._params[name]] + [m[name] for m in moments if m is not None]
         return fused_cpu.supports(*writable) and fused_cpu.supports(writable[0], grad)

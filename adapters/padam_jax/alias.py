@@ -116,7 +116,12 @@ def padam(
         transforms.append(optax.add_decayed_weights(weight_decay, mask))
     transforms.append(
         scale_by_padam(
-            b1=b1, b2=b2, eps=eps, partial=partial, amsgrad=amsgrad, variant=variant,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            partial=partial,
+            amsgrad=amsgrad,
+            variant=variant,
             mu_dtype=mu_dtype,
         )
     )

@@ -138,7 +138,12 @@ def scale_by_padam(
       Neural Networks", arXiv:1806.06763 (IJCAI 2020).
     """
     padam_core.validate_hyperparameters(
-        names=_CHECKED_NAMES, b1=b1, b2=b2, eps=eps, partial=partial, amsgrad=amsgrad,
+        names=_CHECKED_NAMES,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        partial=partial,
+        amsgrad=amsgrad,
         variant=variant,
     )
     check_hyperparameter_dtypes(b1=b1, b2=b2, eps=eps, partial=partial)
@@ -211,9 +216,20 @@ def scale_by_padam(
             # separate transformations, composed by padam_jax.padam.
             zero = jnp.zeros_like(grad, dtype=_state_dtype(grad.dtype))
             result = padam_core.padam_step(
-                zero, grad, mu, nu, nu_max, count,
-                lr=1.0, b1=b1, b2=b2, eps=eps, partial=partial, amsgrad=amsgrad,
-                variant=variant, xp=jnp,
+                zero,
+                grad,
+                mu,
+                nu,
+                nu_max,
+                count,
+                lr=1.0,
+                b1=b1,
+                b2=b2,
+                eps=eps,
+                partial=partial,
+                amsgrad=amsgrad,
+                variant=variant,
+                xp=jnp,
             )
             directions.append(-result.param)
             new_mus.append(result.exp_avg)

@@ -264,7 +264,8 @@ class Padam(keras.optimizers.Optimizer):
             return
         if keras.backend.backend() == "tensorflow":
             complex_variables = [
-                v.path for v in var_list
+                v.path
+                for v in var_list
                 if keras.backend.standardize_dtype(v.dtype) in _COMPLEX_TO_REAL
             ]
             if complex_variables:
@@ -335,9 +336,7 @@ class Padam(keras.optimizers.Optimizer):
         # Map a backend/replica variable back to the Keras one for the exclusion lists.
         decays = self._use_weight_decay(self._trainable_variables[index])
         decoupled = decays and bool(self.weight_decay)
-        weight_decay = (
-            self.weight_decay if decoupled else (self.l2_weight_decay if decays else 0.0)
-        )
+        weight_decay = self.weight_decay if decoupled else (self.l2_weight_decay if decays else 0.0)
         momentum = self._momentums[index]
         velocity = self._velocities[index]
         velocity_hat = self._velocity_hats[index] if self.amsgrad else None

@@ -291,9 +291,7 @@ class Padam(Optimizer):
     def _check_state_dict(self, state_dict: Any) -> None:
         """Raise ``ValueError`` if ``state_dict`` does not fit this optimizer (mutates nothing)."""
         if not isinstance(state_dict, Mapping):
-            raise ValueError(
-                f"Padam state dict must be a mapping, got {type(state_dict).__name__}"
-            )
+            raise ValueError(f"Padam state dict must be a mapping, got {type(state_dict).__name__}")
         for key in ("state", "param_groups"):
             if key not in state_dict:
                 raise ValueError(f"Padam state dict is missing the key {key!r}")

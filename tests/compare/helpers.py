@@ -8,21 +8,26 @@ from pathlib import Path
 import numpy as np
 
 
-def write_cifar_batch(path: Path, images: np.ndarray, labels: list[int], labels_key: str,
-                      bytes_keys: bool = True) -> None:
+def write_cifar_batch(
+    path: Path, images: np.ndarray, labels: list[int], labels_key: str, bytes_keys: bool = True
+) -> None:
     """One batch file in CIFAR's own format: a pickled dict with 'data' (N, 3072) uint8.
 
     The official files were written by Python 2 (protocol 2, keys that unpickle as bytes).
     """
-    record = {"data": images.reshape(len(images), -1), labels_key: labels,
-              "batch_label": "testing batch"}
+    record = {
+        "data": images.reshape(len(images), -1),
+        labels_key: labels,
+        "batch_label": "testing batch",
+    }
     if bytes_keys:
         record = {key.encode(): value for key, value in record.items()}
     path.write_bytes(pickle.dumps(record, protocol=2))
 
 
-def make_cifar10(directory: Path, per_batch: int = 4, test: int = 6, seed: int = 0,
-                 bytes_keys: bool = True) -> dict[str, np.ndarray]:
+def make_cifar10(
+    directory: Path, per_batch: int = 4, test: int = 6, seed: int = 0, bytes_keys: bool = True
+) -> dict[str, np.ndarray]:
     """A tiny CIFAR-10 (five training batches, a test batch, batches.meta) in ``directory``."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
@@ -36,8 +41,18 @@ def make_cifar10(directory: Path, per_batch: int = 4, test: int = 6, seed: int =
     test_images = rng.integers(0, 256, size=(test, 3, 32, 32), dtype=np.uint8)
     test_labels = [int(label) for label in rng.integers(0, 10, size=test)]
     write_cifar_batch(directory / "test_batch", test_images, test_labels, "labels", bytes_keys)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-             "truck"]
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     meta = {"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}
     if bytes_keys:
         meta = {key.encode(): value for key, value in meta.items()}

@@ -84,8 +84,13 @@ def test_malicious_batch_in_a_cifar_directory_is_a_data_error(cifar10_dir, tmp_p
 
 @pytest.mark.parametrize(
     ("module", "name"),
-    [("builtins", "eval"), ("builtins", "getattr"), ("subprocess", "Popen"),
-     ("numpy", "load"), ("numpy.lib.npyio", "load")],
+    [
+        ("builtins", "eval"),
+        ("builtins", "getattr"),
+        ("subprocess", "Popen"),
+        ("numpy", "load"),
+        ("numpy.lib.npyio", "load"),
+    ],
 )
 def test_unpickler_allows_only_numpy_array_constructors(module, name):
     unpickler = RestrictedUnpickler(__import__("io").BytesIO(b""))
@@ -118,8 +123,11 @@ def test_a_file_instead_of_a_directory(tmp_path):
 def test_unreadable_batch_names_the_file(cifar10_dir, damage):
     directory, _ = cifar10_dir
     path = directory / "test_batch"
-    contents = {"truncate": path.read_bytes()[:100], "text": b"hello, not a pickle\n",
-                "empty": b""}[damage]
+    contents = {
+        "truncate": path.read_bytes()[:100],
+        "text": b"hello, not a pickle\n",
+        "empty": b"",
+    }[damage]
     path.write_bytes(contents)
     with pytest.raises(DataError, match=r"test_batch is not a valid CIFAR batch"):
         load_cifar("cifar10", directory)

@@ -70,8 +70,19 @@ def test_help_exits_0(capsys):
 
 def test_missing_cifar_directory_is_a_clear_error(tmp_path, capsys):
     missing = tmp_path / "no-cifar-here"
-    code, _, err = run(["compare", "--preset", "paper-resnet18", "--data-dir", str(missing),
-                        "--output-dir", str(tmp_path / "out"), "--no-progress"], capsys)
+    code, _, err = run(
+        [
+            "compare",
+            "--preset",
+            "paper-resnet18",
+            "--data-dir",
+            str(missing),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 1
     assert f"cifar10 data directory does not exist: {missing}" in err
 
@@ -79,23 +90,35 @@ def test_missing_cifar_directory_is_a_clear_error(tmp_path, capsys):
 def test_unwritable_output_directory_fails_before_training(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    code, _, err = run(["compare", "--output-dir", str(blocker / "out"), "--no-progress"],
-                       capsys)
+    code, _, err = run(["compare", "--output-dir", str(blocker / "out"), "--no-progress"], capsys)
     assert code == 1
     assert f"cannot write to output directory {blocker / 'out'}" in err
 
 
 def test_cifar_without_data_dir_says_so(tmp_path, capsys):
-    code, _, err = run(["compare", "--preset", "paper-vgg16", "--no-progress",
-                        "--output-dir", str(tmp_path)], capsys)
+    code, _, err = run(
+        ["compare", "--preset", "paper-vgg16", "--no-progress", "--output-dir", str(tmp_path)],
+        capsys,
+    )
     assert code == 1 and "give its directory with --data-dir" in err
 
 
 def test_malformed_cifar_directory_is_a_clear_error(cifar10_dir, tmp_path, capsys):
     directory, _ = cifar10_dir
     (directory / "data_batch_4").write_bytes(b"\x80\x02garbage")
-    code, _, err = run(["compare", "--preset", "paper-wrn16-4", "--data-dir", str(directory),
-                        "--no-progress", "--output-dir", str(tmp_path / "out")], capsys)
+    code, _, err = run(
+        [
+            "compare",
+            "--preset",
+            "paper-wrn16-4",
+            "--data-dir",
+            str(directory),
+            "--no-progress",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     assert code == 1
     assert "data_batch_4 is not a valid CIFAR batch" in err
 
@@ -123,26 +146,40 @@ def test_paper_presets_are_the_paper_recipe(capsys):
 def test_config_file_then_flags(tmp_path, capsys):
     path = tmp_path / "my.toml"
     path.write_text(
-        'epochs = 7\nseeds = [4, 5]\npartials = [0.25]\nweight_decay = 0\n'
+        "epochs = 7\nseeds = [4, 5]\npartials = [0.25]\nweight_decay = 0\n"
         '[optimizer.padam]\nlr = 0.05\nvariant = "optax"\n'
-        '[optimizer.adam]\nbetas = [0.9, 0.99]\n'
+        "[optimizer.adam]\nbetas = [0.9, 0.99]\n"
     )
-    code, out, _ = run(["compare", "--config", str(path), "--epochs", "9", "--lr", "sgd=0.2",
-                        "--print-config"], capsys)
+    code, out, _ = run(
+        ["compare", "--config", str(path), "--epochs", "9", "--lr", "sgd=0.2", "--print-config"],
+        capsys,
+    )
     values = tomllib.loads(out)
     assert code == 0
     assert values["epochs"] == 9  # the flag wins over the file
     assert values["seeds"] == [4, 5] and values["partials"] == [0.25]
     assert values["weight_decay"] == 0.0
-    assert values["optimizer"]["padam"] == {**values["optimizer"]["padam"], "lr": 0.05,
-                                            "variant": "optax"}
+    assert values["optimizer"]["padam"] == {
+        **values["optimizer"]["padam"],
+        "lr": 0.05,
+        "variant": "optax",
+    }
     assert values["optimizer"]["adam"]["betas"] == [0.9, 0.99]
     assert values["optimizer"]["sgd"]["lr"] == 0.2
 
 
 def test_printed_config_reads_back_identically(tmp_path, capsys):
-    argv = ["compare", "--partials", "1/8", "1/4", "--set", "adamw.weight_decay=0.01",
-            "--milestones", "3", "--print-config"]
+    argv = [
+        "compare",
+        "--partials",
+        "1/8",
+        "1/4",
+        "--set",
+        "adamw.weight_decay=0.01",
+        "--milestones",
+        "3",
+        "--print-config",
+    ]
     code, out, _ = run(argv, capsys)
     assert code == 0
     path = tmp_path / "round.toml"
@@ -189,8 +226,15 @@ def test_default_milestones_scale_the_paper_schedule():
 def test_padam_runs_once_per_partial():
     config = build_config(flag_values={"partials": [0.125, 0.25, 0.5]})
     labels = [run.label for run in config.optimizer_runs()]
-    assert labels == ["SGD-momentum", "Adam", "AMSGrad", "AdamW", "Padam p=1/8", "Padam p=1/4",
-                      "Padam p=1/2"]
+    assert labels == [
+        "SGD-momentum",
+        "Adam",
+        "AMSGrad",
+        "AdamW",
+        "Padam p=1/8",
+        "Padam p=1/4",
+        "Padam p=1/2",
+    ]
     padam = config.optimizer_runs()[-1]
     assert padam.options["partial"] == 0.5 and padam.options["weight_decay"] == 5e-4
     adamw = config.optimizer_runs()[3]

@@ -17,8 +17,19 @@ from padam_compare.runner import run_comparison
 pytest.importorskip("torch")
 pytest.importorskip("padam_torch")
 
-TINY = ["--epochs", "2", "--train-size", "192", "--test-size", "96", "--batch-size", "64",
-        "--no-progress", "--threads", "1"]
+TINY = [
+    "--epochs",
+    "2",
+    "--train-size",
+    "192",
+    "--test-size",
+    "96",
+    "--batch-size",
+    "64",
+    "--no-progress",
+    "--threads",
+    "1",
+]
 
 
 def read_csv(path):
@@ -28,8 +39,18 @@ def read_csv(path):
 
 def test_default_dataset_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["compare", *TINY, "--seeds", "0", "1", "--partials", "1/8", "1/4",
-            "--output-dir", str(out)]
+    argv = [
+        "compare",
+        *TINY,
+        "--seeds",
+        "0",
+        "1",
+        "--partials",
+        "1/8",
+        "1/4",
+        "--output-dir",
+        str(out),
+    ]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     labels = ["SGD-momentum", "Adam", "AMSGrad", "AdamW", "Padam p=1/8", "Padam p=1/4"]
@@ -56,12 +77,15 @@ def test_default_dataset_end_to_end(tmp_path, capsys):
     assert [row["optimizer"] for row in summary] == labels
     by_label = {row["optimizer"]: row for row in summary}
     for label in labels:
-        losses = [float(r["train_loss"]) for r in rows if r["optimizer"] == label
-                  and r["epoch"] == "2"]
-        np.testing.assert_allclose(float(by_label[label]["final_train_loss_mean"]),
-                                   np.mean(losses), rtol=1e-12)
-        np.testing.assert_allclose(float(by_label[label]["final_train_loss_std"]),
-                                   np.std(losses, ddof=1), rtol=1e-9)
+        losses = [
+            float(r["train_loss"]) for r in rows if r["optimizer"] == label and r["epoch"] == "2"
+        ]
+        np.testing.assert_allclose(
+            float(by_label[label]["final_train_loss_mean"]), np.mean(losses), rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            float(by_label[label]["final_train_loss_std"]), np.std(losses, ddof=1), rtol=1e-9
+        )
 
     document = json.loads((out / "results.json").read_text())
     assert document["config"]["dataset"] == "mnist1d"
@@ -84,9 +108,17 @@ def test_default_dataset_end_to_end(tmp_path, capsys):
 
 
 def test_same_seed_same_numbers(tmp_path):
-    flags = {"epochs": 2, "train_size": 128, "test_size": 64, "progress": False,
-             "optimizers": ["padam"], "seeds": [3], "threads": 1, "dataset": "digits",
-             "model": "mlp"}
+    flags = {
+        "epochs": 2,
+        "train_size": 128,
+        "test_size": 64,
+        "progress": False,
+        "optimizers": ["padam"],
+        "seeds": [3],
+        "threads": 1,
+        "dataset": "digits",
+        "model": "mlp",
+    }
     first = run_comparison(build_config(flag_values=dict(flags)))
     second = run_comparison(build_config(flag_values=dict(flags)))
     losses = [[r.train_loss for r in run.epochs] for run in (first.runs[0], second.runs[0])]
@@ -96,19 +128,39 @@ def test_same_seed_same_numbers(tmp_path):
 def test_padam_at_one_half_torch_variant_is_amsgrad(tmp_path):
     """SPEC: Padam p=1/2, torch-style, amsgrad = torch.optim.Adam(amsgrad=True). Through the
     whole harness (same seed: same weights, same batches) the two runs must agree."""
-    config = build_config(flag_values={
-        "epochs": 2, "train_size": 128, "test_size": 64, "progress": False, "threads": 1,
-        "optimizers": ["amsgrad", "padam"], "partials": [0.5], "seeds": [0],
-        "dataset": "digits", "model": "mlp",
-    }, optimizer_overrides={"padam": {"lr": 0.001, "variant": "torch"}})
+    config = build_config(
+        flag_values={
+            "epochs": 2,
+            "train_size": 128,
+            "test_size": 64,
+            "progress": False,
+            "threads": 1,
+            "optimizers": ["amsgrad", "padam"],
+            "partials": [0.5],
+            "seeds": [0],
+            "dataset": "digits",
+            "model": "mlp",
+        },
+        optimizer_overrides={"padam": {"lr": 0.001, "variant": "torch"}},
+    )
     amsgrad, padam = run_comparison(config).runs
     for a, p in zip(amsgrad.epochs, padam.epochs, strict=True):
         assert p.train_loss == pytest.approx(a.train_loss, rel=1e-5)
         assert p.test_loss == pytest.approx(a.test_loss, rel=1e-5)
     # ...while the paper's Padam (p = 1/8, lr 0.1, reference variant) is another optimizer.
-    config = build_config(flag_values={
-        "epochs": 2, "train_size": 128, "test_size": 64, "progress": False, "threads": 1,
-        "optimizers": ["padam"], "seeds": [0], "dataset": "digits", "model": "mlp"})
+    config = build_config(
+        flag_values={
+            "epochs": 2,
+            "train_size": 128,
+            "test_size": 64,
+            "progress": False,
+            "threads": 1,
+            "optimizers": ["padam"],
+            "seeds": [0],
+            "dataset": "digits",
+            "model": "mlp",
+        }
+    )
     (paper_padam,) = run_comparison(config).runs
     assert paper_padam.epochs[-1].train_loss != pytest.approx(padam.epochs[-1].train_loss)
 
@@ -116,12 +168,31 @@ def test_padam_at_one_half_torch_variant_is_amsgrad(tmp_path):
 @pytest.mark.parametrize("model", ["vgg16", "resnet18", "wrn16_4"])
 def test_paper_presets_train_on_tiny_cifar(model, cifar10_dir, tmp_path, capsys):
     directory, _ = cifar10_dir
-    preset = {"vgg16": "paper-vgg16", "resnet18": "paper-resnet18",
-              "wrn16_4": "paper-wrn16-4"}[model]
+    preset = {"vgg16": "paper-vgg16", "resnet18": "paper-resnet18", "wrn16_4": "paper-wrn16-4"}[
+        model
+    ]
     out = tmp_path / "out"
-    argv = ["compare", "--preset", preset, "--data-dir", str(directory), "--epochs", "1",
-            "--batch-size", "10", "--test-size", "4", "--optimizers", "padam", "sgd",
-            "--no-progress", "--threads", "1", "--output-dir", str(out)]
+    argv = [
+        "compare",
+        "--preset",
+        preset,
+        "--data-dir",
+        str(directory),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--test-size",
+        "4",
+        "--optimizers",
+        "padam",
+        "sgd",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--output-dir",
+        str(out),
+    ]
     assert main(argv) == 0
     document = json.loads((out / "results.json").read_text())
     assert document["config"]["model"] == model and document["config"]["augment"] is True
@@ -145,8 +216,21 @@ def test_interrupted_comparison_keeps_the_finished_runs(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(TorchBackend, "train", train_then_interrupt)
     out = tmp_path / "out"
-    argv = ["compare", "--dataset", "digits", "--model", "mlp", *TINY, "--seeds", "0",
-            "--optimizers", "sgd", "padam", "--output-dir", str(out)]
+    argv = [
+        "compare",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        *TINY,
+        "--seeds",
+        "0",
+        "--optimizers",
+        "sgd",
+        "padam",
+        "--output-dir",
+        str(out),
+    ]
     assert main(argv) == 130
     assert f"the 1 finished runs are in {out}" in capsys.readouterr().err
     rows = read_csv(out / "epochs.csv")

@@ -21,15 +21,50 @@ def test_keras_comparison_and_padam_at_one_half_is_keras_amsgrad(tmp_path):
     """SPEC: Padam p=1/2 (reference variant, amsgrad) = keras Adam(amsgrad=True); through the
     whole loop (same seed: same weights, same batches) the two runs agree."""
     out = tmp_path / "out"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "adapters")])}
-    command = [sys.executable, "-m", "padam_compare", "compare", "--framework", "keras",
-               "--dataset", "digits", "--model", "mlp", "--epochs", "3", "--train-size", "256",
-               "--test-size", "64", "--batch-size", "64", "--seeds", "0", "--no-progress",
-               "--optimizers", "amsgrad", "padam", "--partials", "1/2", "--lr", "padam=0.001",
-               "--set", "padam.eps=1e-8", "--weight-decay", "0", "--output-dir", str(out)]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "adapters")]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "padam_compare",
+        "compare",
+        "--framework",
+        "keras",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "3",
+        "--train-size",
+        "256",
+        "--test-size",
+        "64",
+        "--batch-size",
+        "64",
+        "--seeds",
+        "0",
+        "--no-progress",
+        "--optimizers",
+        "amsgrad",
+        "padam",
+        "--partials",
+        "1/2",
+        "--lr",
+        "padam=0.001",
+        "--set",
+        "padam.eps=1e-8",
+        "--weight-decay",
+        "0",
+        "--output-dir",
+        str(out),
+    ]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "digits · mlp · keras" in done.stdout
     with (out / "epochs.csv").open(newline="") as handle:

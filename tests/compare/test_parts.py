@@ -15,8 +15,15 @@ torch = pytest.importorskip("torch")
 
 
 def record(epoch: int, loss: float, accuracy: float) -> EpochRecord:
-    return EpochRecord(epoch=epoch, lr=0.1, train_loss=loss, train_accuracy=accuracy,
-                       test_loss=loss, test_accuracy=accuracy, seconds=1.0)
+    return EpochRecord(
+        epoch=epoch,
+        lr=0.1,
+        train_loss=loss,
+        train_accuracy=accuracy,
+        test_loss=loss,
+        test_accuracy=accuracy,
+        seconds=1.0,
+    )
 
 
 def test_crops_and_flips_are_windows_of_the_padded_image():
@@ -24,8 +31,16 @@ def test_crops_and_flips_are_windows_of_the_padded_image():
 
     rng = np.random.default_rng(0)
     images = rng.integers(1, 256, size=(16, 3, 32, 32), dtype=np.uint8)
-    dataset = Dataset("fake", images, np.zeros(16, np.int64), images[:2], np.zeros(2, np.int64),
-                      num_classes=10, scale=255.0, is_image=True)
+    dataset = Dataset(
+        "fake",
+        images,
+        np.zeros(16, np.int64),
+        images[:2],
+        np.zeros(2, np.int64),
+        num_classes=10,
+        scale=255.0,
+        is_image=True,
+    )
     batches = _Batches(dataset, torch.device("cpu"), augment=True)
     generator = torch.Generator().manual_seed(0)
     out = batches._crop_and_flip(torch.from_numpy(images).float(), generator).numpy()
@@ -34,11 +49,15 @@ def test_crops_and_flips_are_windows_of_the_padded_image():
     for index in range(16):
         matches = [
             (top, left, flip)
-            for top in range(9) for left in range(9) for flip in (False, True)
+            for top in range(9)
+            for left in range(9)
+            for flip in (False, True)
             if np.array_equal(
                 out[index],
-                (lambda w: w[..., ::-1] if flip else w)(padded[index, :, top:top + 32,
-                                                               left:left + 32]))
+                (lambda w: w[..., ::-1] if flip else w)(
+                    padded[index, :, top : top + 32, left : left + 32]
+                ),
+            )
         ]
         assert matches, f"sample {index} is not a crop of its padded image"
         flips += matches[0][2]
@@ -51,8 +70,18 @@ def test_no_augmentation_without_the_flag():
     images = np.full((2, 3, 32, 32), 255, np.uint8)
     mean = np.full((1, 3, 1, 1), 0.5, np.float32)
     std = np.full((1, 3, 1, 1), 0.25, np.float32)
-    dataset = Dataset("fake", images, np.zeros(2, np.int64), images, np.zeros(2, np.int64),
-                      num_classes=10, scale=255.0, mean=mean, std=std, is_image=True)
+    dataset = Dataset(
+        "fake",
+        images,
+        np.zeros(2, np.int64),
+        images,
+        np.zeros(2, np.int64),
+        num_classes=10,
+        scale=255.0,
+        mean=mean,
+        std=std,
+        is_image=True,
+    )
     batches = _Batches(dataset, torch.device("cpu"), augment=False)
     out = batches.prepare(torch.from_numpy(images), torch.Generator().manual_seed(0))
     np.testing.assert_allclose(out.numpy(), 2.0)  # (1 - 0.5) / 0.25
@@ -60,12 +89,28 @@ def test_no_augmentation_without_the_flag():
 
 def test_summary_over_seeds():
     runs = [
-        RunResult("A", "adam", 0, {"lr": 0.001},
-                  [record(1, 0.5, 0.6), record(2, 0.05, 0.8), record(3, 0.04, 0.7)]),
-        RunResult("A", "adam", 1, {"lr": 0.001},
-                  [record(1, 0.4, 0.5), record(2, 0.2, 0.9), record(3, 0.08, 0.85)]),
-        RunResult("B", "sgd", 0, {"lr": 0.1},
-                  [record(1, 2.0, 0.1), record(2, float("nan"), 0.1)], diverged_at=2),
+        RunResult(
+            "A",
+            "adam",
+            0,
+            {"lr": 0.001},
+            [record(1, 0.5, 0.6), record(2, 0.05, 0.8), record(3, 0.04, 0.7)],
+        ),
+        RunResult(
+            "A",
+            "adam",
+            1,
+            {"lr": 0.001},
+            [record(1, 0.4, 0.5), record(2, 0.2, 0.9), record(3, 0.08, 0.85)],
+        ),
+        RunResult(
+            "B",
+            "sgd",
+            0,
+            {"lr": 0.1},
+            [record(1, 2.0, 0.1), record(2, float("nan"), 0.1)],
+            diverged_at=2,
+        ),
     ]
     a, b = summarize(runs, target_loss=0.1)
     assert a.final_train_loss.mean == pytest.approx(0.06)

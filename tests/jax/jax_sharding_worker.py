@@ -89,17 +89,21 @@ def main() -> None:
         for n in params
     )
     max_param_scale = max(float(np.max(np.abs(np.asarray(single_params[n])))) for n in params)
-    print(json.dumps({
-        "device_count": len(devices),
-        "state_shardings_match": state_shardings_match,
-        "params_shardings_match": params_shardings_match,
-        "w1_shards": len(sharded_params["w1"].addressable_shards),
-        "relative_difference": max_param_difference / max_param_scale,
-        "count": int(padam_state.count),
-        "inject_eager_sharding_kept": eager_sharding_kept,
-        "inject_eager_difference": eager_difference,
-        "moved": float(np.max(np.abs(np.asarray(single_params["w1"]) - params["w1"]))),
-    }))
+    print(
+        json.dumps(
+            {
+                "device_count": len(devices),
+                "state_shardings_match": state_shardings_match,
+                "params_shardings_match": params_shardings_match,
+                "w1_shards": len(sharded_params["w1"].addressable_shards),
+                "relative_difference": max_param_difference / max_param_scale,
+                "count": int(padam_state.count),
+                "inject_eager_sharding_kept": eager_sharding_kept,
+                "inject_eager_difference": eager_difference,
+                "moved": float(np.max(np.abs(np.asarray(single_params["w1"]) - params["w1"]))),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

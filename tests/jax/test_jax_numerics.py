@@ -113,8 +113,11 @@ def test_float64_trajectory_matches_core_oracle(
 ) -> None:
     weight_decay, decoupled = DECAY_MODES[decay]
     flags = dict(
-        weight_decay=weight_decay, decoupled_weight_decay=decoupled, amsgrad=amsgrad,
-        maximize=maximize, variant=variant,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        variant=variant,
     )
     theta0, noise = initial_params(), make_noise()
     result = run_optax(padam(LEARNING_RATE, partial=0.125, **flags), theta0, noise)
@@ -148,8 +151,11 @@ def test_float32_trajectory_within_spec_tolerance(
 ) -> None:
     weight_decay, decoupled = DECAY_MODES[decay]
     flags = dict(
-        weight_decay=weight_decay, decoupled_weight_decay=decoupled, amsgrad=amsgrad,
-        maximize=maximize, variant=variant,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        variant=variant,
     )
     theta0, noise = initial_params(), make_noise()
     result = run_optax(padam(LEARNING_RATE, **flags), theta0, noise, dtype=jnp.float32)
@@ -194,7 +200,9 @@ def test_low_precision_step_is_float32_computation_rounded_once(
     padam_state, lr_state = optimizer.init(params)  # chain(scale_by_padam, learning rate)
     assert padam_state.mu["w"].dtype == jnp.float32
     padam_state = padam_state._replace(
-        count=jnp.asarray(6, jnp.int32), mu={"w": jnp.asarray(mu)}, nu={"w": jnp.asarray(nu)},
+        count=jnp.asarray(6, jnp.int32),
+        mu={"w": jnp.asarray(mu)},
+        nu={"w": jnp.asarray(nu)},
         nu_max={"w": jnp.asarray(nu_max)},
     )
     updates, _ = optimizer.update({"w": jnp.asarray(grad)}, (padam_state, lr_state), params)
@@ -203,7 +211,13 @@ def test_low_precision_step_is_float32_computation_rounded_once(
 
     # The same step computed by the kernel in float32 from the same inputs, rounded once.
     float32_step = padam_core.padam_step(
-        theta.astype(np.float32), grad.astype(np.float32), mu, nu, nu_max, 7, lr=0.1,
+        theta.astype(np.float32),
+        grad.astype(np.float32),
+        mu,
+        nu,
+        nu_max,
+        7,
+        lr=0.1,
         variant=variant,
     )
     expected = float32_step.param.astype(numpy_dtype)
@@ -249,8 +263,13 @@ def test_low_precision_training_never_produces_nan_or_inf(dtype_name: str) -> No
             lambda lr: optax.adam(lr),
         ),
         (
-            dict(partial=0.5, variant="optax", amsgrad=False, weight_decay=0.1,
-                 decoupled_weight_decay=True),
+            dict(
+                partial=0.5,
+                variant="optax",
+                amsgrad=False,
+                weight_decay=0.1,
+                decoupled_weight_decay=True,
+            ),
             lambda lr: optax.adamw(lr, weight_decay=0.1),
         ),
     ],
@@ -311,18 +330,23 @@ def test_complex_parameters_match_core_oracle_and_optax_adam() -> None:
         updates, state = optimizer.update(grads, state, params)
         adam_updates, adam_state = adam.update(grads, adam_state, adam_params)
         return (
-            optax.apply_updates(params, updates), state,
-            optax.apply_updates(adam_params, adam_updates), adam_state,
+            optax.apply_updates(params, updates),
+            state,
+            optax.apply_updates(adam_params, adam_updates),
+            adam_state,
         )
 
     for t in range(30):
         grads = {"w": jnp.asarray(noise["w"][t])}
-        params, state, adam_params, adam_state = step(
-            params, state, adam_params, adam_state, grads
-        )
+        params, state, adam_params, adam_state = step(params, state, adam_params, adam_state, grads)
         reference, core_state = padam_core.update(
-            {"w": noise["w"][t]}, core_state, reference, lr=LEARNING_RATE, partial=0.5,
-            variant="optax", amsgrad=False,
+            {"w": noise["w"][t]},
+            core_state,
+            reference,
+            lr=LEARNING_RATE,
+            partial=0.5,
+            variant="optax",
+            amsgrad=False,
         )
     result = {"w": np.asarray(params["w"])}
     assert relative_error(result, reference) < 1e-12

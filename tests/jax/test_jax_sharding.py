@@ -27,7 +27,11 @@ def test_sharded_training_keeps_sharding_and_equals_unsharded_run() -> None:
         [str(REPOSITORY), str(REPOSITORY / "adapters"), env.get("PYTHONPATH", "")]
     )
     completed = subprocess.run(
-        [sys.executable, str(WORKER)], env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, str(WORKER)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]

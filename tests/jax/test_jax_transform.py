@@ -127,16 +127,25 @@ def test_mismatched_gradients_raise_clear_errors_and_leave_state_usable() -> Non
 
 
 def test_state_fields_dtypes_and_amsgrad_off() -> None:
-    params = {"half": jnp.ones(3, jnp.bfloat16), "single": jnp.ones(2, jnp.float32),
-              "complex": jnp.ones(2, jnp.complex64)}
+    params = {
+        "half": jnp.ones(3, jnp.bfloat16),
+        "single": jnp.ones(2, jnp.float32),
+        "complex": jnp.ones(2, jnp.complex64),
+    }
     state = scale_by_padam().init(params)
     assert isinstance(state, ScaleByPadamState)
     assert state._fields == ("count", "mu", "nu", "nu_max")
     assert state.count.dtype == jnp.int32 and state.count.shape == ()
     assert {k: v.dtype for k, v in state.mu.items()} == {
-        "half": jnp.float32, "single": jnp.float32, "complex": jnp.complex64}
+        "half": jnp.float32,
+        "single": jnp.float32,
+        "complex": jnp.complex64,
+    }
     assert {k: v.dtype for k, v in state.nu.items()} == {
-        "half": jnp.float32, "single": jnp.float32, "complex": jnp.float32}
+        "half": jnp.float32,
+        "single": jnp.float32,
+        "complex": jnp.float32,
+    }
     assert state.nu_max["complex"].dtype == jnp.float32
 
     no_max = scale_by_padam(amsgrad=False).init(params)
@@ -149,8 +158,9 @@ def test_mu_dtype_bfloat16_stores_mu_in_bfloat16_and_still_trains() -> None:
     optimizer = padam(LEARNING_RATE, mu_dtype=jnp.bfloat16)
     step = jax.jit(train_step(optimizer))
     state = optimizer.init(params)
-    reference = oracle(params, [lambda p, t=t: gradient(p, noise, t) for t in range(30)],
-                       lr=LEARNING_RATE)
+    reference = oracle(
+        params, [lambda p, t=t: gradient(p, noise, t) for t in range(30)], lr=LEARNING_RATE
+    )
     for t in range(30):
         params, state = step(params, state, noise, t)
     assert state[0].mu["w"].dtype == jnp.bfloat16
@@ -160,8 +170,10 @@ def test_mu_dtype_bfloat16_stores_mu_in_bfloat16_and_still_trains() -> None:
 
 def test_init_works_on_abstract_shapes() -> None:
     optimizer = padam(LEARNING_RATE, weight_decay=0.01)
-    abstract = {"w": jax.ShapeDtypeStruct((4096, 4096), jnp.bfloat16),
-                "b": jax.ShapeDtypeStruct((4096,), jnp.float32)}
+    abstract = {
+        "w": jax.ShapeDtypeStruct((4096, 4096), jnp.bfloat16),
+        "b": jax.ShapeDtypeStruct((4096,), jnp.float32),
+    }
     shapes = jax.eval_shape(optimizer.init, abstract)
     padam_state = shapes[1]  # chain(add_decayed_weights, scale_by_padam, learning rate)
     assert padam_state.mu["w"].shape == (4096, 4096)
@@ -302,8 +314,11 @@ def test_inject_hyperparams_learning_rate_and_partial_change_during_training() -
             state.hyperparams["partial"] = jnp.asarray(0.3, jnp.float64)
         params, state = step(params, state, noise, t)
     reference = oracle(
-        start, [lambda p, t=t: gradient(p, noise, t) for t in range(40)],
-        learning_rates=learning_rates, partials=partials, weight_decay=0.01,
+        start,
+        [lambda p, t=t: gradient(p, noise, t) for t in range(40)],
+        learning_rates=learning_rates,
+        partials=partials,
+        weight_decay=0.01,
     )
     assert_trees_close(params, reference)
     assert step._cache_size() == 1
@@ -311,8 +326,9 @@ def test_inject_hyperparams_learning_rate_and_partial_change_during_training() -
 
 def test_partial_as_a_schedule_through_inject_hyperparams() -> None:
     partial_schedule = optax.piecewise_constant_schedule(0.5, {10: 0.25})  # 0.5 then 0.125
-    optimizer = optax.inject_hyperparams(padam)(learning_rate=LEARNING_RATE,
-                                                partial=partial_schedule)
+    optimizer = optax.inject_hyperparams(padam)(
+        learning_rate=LEARNING_RATE, partial=partial_schedule
+    )
     params, noise = make_params(), make_noise(20)
     step = jax.jit(train_step(optimizer))
     state = optimizer.init(params)
@@ -320,7 +336,9 @@ def test_partial_as_a_schedule_through_inject_hyperparams() -> None:
     for t in range(20):
         params, state = step(params, state, noise, t)
     reference = oracle(
-        start, [lambda p, t=t: gradient(p, noise, t) for t in range(20)], lr=LEARNING_RATE,
+        start,
+        [lambda p, t=t: gradient(p, noise, t) for t in range(20)],
+        lr=LEARNING_RATE,
         partials=[0.5] * 10 + [0.125] * 10,
     )
     assert_trees_close(params, reference)
@@ -360,8 +378,10 @@ def test_learning_rate_schedule_matches_oracle() -> None:
         params, state = step(params, state, noise, t)
     # optax evaluates a schedule at its int32 count before the step: 0 for the first update.
     reference = oracle(
-        start, [lambda p, t=t: gradient(p, noise, t) for t in range(20)],
-        learning_rates=[float(schedule(jnp.int32(t))) for t in range(20)], weight_decay=0.01,
+        start,
+        [lambda p, t=t: gradient(p, noise, t) for t in range(20)],
+        learning_rates=[float(schedule(jnp.int32(t))) for t in range(20)],
+        weight_decay=0.01,
         decoupled_weight_decay=True,
     )
     assert_trees_close(params, reference)
@@ -384,7 +404,8 @@ def test_chain_with_clip_by_global_norm() -> None:
         return grads if norm < 1.0 else {n: g / norm for n, g in grads.items()}
 
     reference = oracle(
-        start, [lambda p, t=t: clipped(gradient(p, noise, t)) for t in range(20)],
+        start,
+        [lambda p, t=t: clipped(gradient(p, noise, t)) for t in range(20)],
         lr=LEARNING_RATE,
     )
     assert_trees_close(params, reference)
@@ -410,7 +431,9 @@ def test_multisteps_averages_micro_batches_into_one_padam_step() -> None:
         return {n: sum(g[n] for g in micro) / micro_steps for n in params}
 
     reference = oracle(
-        start, [lambda p, k=k: averaged(p, k) for k in range(steps)], lr=LEARNING_RATE,
+        start,
+        [lambda p, k=k: averaged(p, k) for k in range(steps)],
+        lr=LEARNING_RATE,
         weight_decay=0.01,
     )
     assert_trees_close(params, reference)
@@ -423,8 +446,9 @@ def test_masked_padam_and_weight_decay_mask() -> None:
     state = masked.init(params)
     grads = gradient(params, noise, 0)
     updates, state = masked.update(grads, state, params)
-    alone, _ = padam(LEARNING_RATE).update({"w": grads["w"]}, padam(LEARNING_RATE).init(
-        {"w": params["w"]}), {"w": params["w"]})
+    alone, _ = padam(LEARNING_RATE).update(
+        {"w": grads["w"]}, padam(LEARNING_RATE).init({"w": params["w"]}), {"w": params["w"]}
+    )
     np.testing.assert_array_equal(updates["b"], grads["b"])
     np.testing.assert_array_equal(updates["w"], alone["w"])
 
@@ -440,7 +464,8 @@ def test_masked_padam_and_weight_decay_mask() -> None:
         reference = oracle(
             {name: start[name]},
             [lambda p, t=t, n=leaf_noise: gradient(p, n, t) for t in range(10)],
-            lr=LEARNING_RATE, weight_decay=weight_decay,
+            lr=LEARNING_RATE,
+            weight_decay=weight_decay,
         )
         assert_trees_close({name: params[name]}, reference)
 
@@ -462,7 +487,8 @@ def test_apply_if_finite_skips_a_non_finite_step() -> None:
     assert int(state.total_notfinite) == 1
     # The run equals one that never saw step 4.
     reference = oracle(
-        start, [lambda p, t=t: gradient(p, noise, t) for t in range(10) if t != 4],
+        start,
+        [lambda p, t=t: gradient(p, noise, t) for t in range(10) if t != 4],
         lr=LEARNING_RATE,
     )
     assert_trees_close(params, reference)
@@ -473,7 +499,8 @@ def test_apply_if_finite_skips_a_non_finite_step() -> None:
 
 def test_state_saved_mid_run_and_restored_continues_bitwise(tmp_path) -> None:
     optimizer = optax.inject_hyperparams(padam)(
-        learning_rate=optax.cosine_decay_schedule(0.1, 30), weight_decay=0.01,
+        learning_rate=optax.cosine_decay_schedule(0.1, 30),
+        weight_decay=0.01,
         mu_dtype="bfloat16",  # a string: inject_hyperparams would take jnp.bfloat16 for a schedule
     )
     noise = make_noise(20)
@@ -508,7 +535,9 @@ def test_mismatched_checkpoint_raises_clear_error() -> None:
     with pytest.raises(ValueError, match=r"entry \[0\].mu\['w'\] has shape \(4, 3\)"):
         state_from_arrays(arrays, like=other_shapes)
     with pytest.raises(ValueError, match="missing"):
-        state_from_arrays({k: v for k, v in arrays.items() if "nu_max" not in k},
-                          like=optimizer.init(make_params()))
+        state_from_arrays(
+            {k: v for k, v in arrays.items() if "nu_max" not in k},
+            like=optimizer.init(make_params()),
+        )
     with pytest.raises(ValueError, match=r"dtype float64, expected \(3,\) and float32"):
         state_from_arrays(arrays, like=optimizer.init(make_params(jnp.float32)))

@@ -79,8 +79,14 @@ def reference_run(
         for i, grad in enumerate(step_grads):
             m, v, v_hat = state[i]
             result = padam_core.padam_step(
-                params[i], grad.astype(np.result_type(grad, np.float64)), m, v, v_hat, t,
-                lr=lr, **hyperparameters,
+                params[i],
+                grad.astype(np.result_type(grad, np.float64)),
+                m,
+                v,
+                v_hat,
+                t,
+                lr=lr,
+                **hyperparameters,
             )
             params[i] = result.param
             state[i] = (result.exp_avg, result.exp_avg_sq, result.max_exp_avg_sq)

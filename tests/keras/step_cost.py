@@ -63,8 +63,10 @@ def main() -> None:
         torch.set_num_threads(1)
     adam = min(milliseconds_per_step(lambda: keras.optimizers.Adam(amsgrad=True)) for _ in "abc")
     padam = min(milliseconds_per_step(Padam) for _ in "abc")
-    print(f"{BACKEND}: Adam(amsgrad) {adam:.2f} ms/step, Padam(p=1/8) {padam:.2f} ms/step, "
-          f"ratio {padam / adam:.2f}")
+    print(
+        f"{BACKEND}: Adam(amsgrad) {adam:.2f} ms/step, Padam(p=1/8) {padam:.2f} ms/step, "
+        f"ratio {padam / adam:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -128,8 +128,9 @@ def test_complex_variables_follow_the_kernel_convention() -> None:
     """v from |g|^2 (real slots), as padam_core; TensorFlow refuses with a clear error."""
     rng = np.random.default_rng(21)
     start = (rng.normal(size=6) + 1j * rng.normal(size=6)).astype("complex64")
-    grads = [[(rng.normal(size=6) + 1j * rng.normal(size=6)).astype("complex64")]
-             for _ in range(30)]
+    grads = [
+        [(rng.normal(size=6) + 1j * rng.normal(size=6)).astype("complex64")] for _ in range(30)
+    ]
     variable = keras.Variable(start, dtype="complex64")
     optimizer = Padam()
     if BACKEND == "tensorflow":
@@ -162,9 +163,7 @@ def test_low_precision_step_is_the_float32_step_rounded_once(dtype: str) -> None
         grad_lp = keras.ops.cast(grad, dtype)
         optimizer.apply([grad_lp], [variable])
         grad32 = _numpy(keras.ops.cast(grad_lp, "float32"))
-        result = padam_core.padam_step(
-            param, grad32, m, v, v_hat, t, lr=float(np.float32(0.1))
-        )
+        result = padam_core.padam_step(param, grad32, m, v, v_hat, t, lr=float(np.float32(0.1)))
         param = _numpy(keras.ops.cast(keras.ops.cast(result.param, dtype), "float32"))
         m, v, v_hat = result.exp_avg, result.exp_avg_sq, result.max_exp_avg_sq
         actual = _numpy(keras.ops.cast(variable, "float32"))
@@ -198,9 +197,19 @@ def test_loss_scale_optimizer_with_zero_gradients_gives_no_nan() -> None:
 def test_config_round_trips_through_keras_serialization() -> None:
     schedule = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=100)
     optimizer = Padam(
-        learning_rate=schedule, beta_1=0.8, beta_2=0.99, epsilon=1e-6, partial=0.25,
-        amsgrad=False, variant="optax", l2_weight_decay=0.01, maximize=True, clipnorm=1.0,
-        use_ema=True, gradient_accumulation_steps=2, name="my_padam",
+        learning_rate=schedule,
+        beta_1=0.8,
+        beta_2=0.99,
+        epsilon=1e-6,
+        partial=0.25,
+        amsgrad=False,
+        variant="optax",
+        l2_weight_decay=0.01,
+        maximize=True,
+        clipnorm=1.0,
+        use_ema=True,
+        gradient_accumulation_steps=2,
+        name="my_padam",
     )
     config = optimizer.get_config()
     serialized = keras.optimizers.serialize(optimizer)
@@ -209,8 +218,14 @@ def test_config_round_trips_through_keras_serialization() -> None:
     assert isinstance(restored, Padam)
     assert restored.get_config() == config
     assert Padam.from_config(config).get_config() == config
-    for key, value in {"partial": 0.25, "variant": "optax", "l2_weight_decay": 0.01,
-                       "maximize": True, "amsgrad": False, "epsilon": 1e-6}.items():
+    for key, value in {
+        "partial": 0.25,
+        "variant": "optax",
+        "l2_weight_decay": 0.01,
+        "maximize": True,
+        "amsgrad": False,
+        "epsilon": 1e-6,
+    }.items():
         assert config[key] == value
     assert isinstance(restored._learning_rate, keras.optimizers.schedules.CosineDecay)
 
@@ -230,9 +245,16 @@ def test_kernel_through_the_keras_ops_shim_matches_numpy(variant: str) -> None:
     m = v = v_hat = keras.ops.zeros((5, 2))
     for t, (grad,) in enumerate(grads, start=1):
         param, m, v, v_hat = padam_core.padam_step(
-            param, keras.ops.convert_to_tensor(grad), m, v, v_hat,
+            param,
+            keras.ops.convert_to_tensor(grad),
+            m,
+            v,
+            v_hat,
             keras.ops.convert_to_tensor(t, dtype="int32"),
-            lr=0.1, variant=variant, partial=0.3, xp=xp,
+            lr=0.1,
+            variant=variant,
+            partial=0.3,
+            xp=xp,
         )
     assert keras.backend.standardize_dtype(param.dtype) == "float32"
     expected = reference_run([start], grads, learning_rate=0.1, variant=variant, partial=0.3)

@@ -27,7 +27,11 @@ def _run_worker(engine: str, extra_env: dict[str, str]) -> dict:
     )
     completed = subprocess.run(
         [sys.executable, str(WORKER), engine],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])

@@ -74,13 +74,9 @@ def test_trajectory_matches_padam_core_reference(case: dict) -> None:
     problems = {dtype: _problem(dtype, seed=7) for dtype in dtypes}
     # Both dtypes in one optimizer: one apply per step updates every variable.
     variables = [
-        keras.Variable(value, dtype=dtype)
-        for dtype in dtypes
-        for value in problems[dtype][0]
+        keras.Variable(value, dtype=dtype) for dtype in dtypes for value in problems[dtype][0]
     ]
-    grads = [
-        [g for dtype in dtypes for g in problems[dtype][1][t]] for t in range(STEPS)
-    ]
+    grads = [[g for dtype in dtypes for g in problems[dtype][1][t]] for t in range(STEPS)]
     optimizer = Padam(learning_rate=LR, **case, **keras_decay)
     final = run_optimizer(optimizer, variables, grads)
 

@@ -153,8 +153,10 @@ def scenario_fsdp2(rank: int, world: int, directory: Path) -> dict:
     loaded = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(loaded, checkpoint_id=checkpoint)
     set_state_dict(
-        restored, restored_optimizer,
-        model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"],
+        restored,
+        restored_optimizer,
+        model_state_dict=loaded["model"],
+        optim_state_dict=loaded["optimizer"],
     )
     step_after_load = next(iter(restored_optimizer.state.values()))["step"].item()
     _train(restored, restored_optimizer, range(half, STEPS), batch)
@@ -186,8 +188,11 @@ def main() -> None:
         try:
             result = {"ok": True, **scenario(rank, world, directory)}
         except Exception as error:  # reported to the test, which shows it
-            result = {"ok": False, "error": f"{type(error).__name__}: {error}",
-                      "traceback": traceback.format_exc()}
+            result = {
+                "ok": False,
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc(),
+            }
         (directory / f"{name}-{rank}.json").write_text(json.dumps(result))
         dist.barrier()
     dist.destroy_process_group()

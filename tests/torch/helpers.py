@@ -17,8 +17,16 @@ from padam_torch import Padam
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 # Padam's torch argument names -> padam_core's names.
-_CORE_NAMES = {"lr", "eps", "partial", "weight_decay", "decoupled_weight_decay", "amsgrad",
-               "maximize", "variant"}
+_CORE_NAMES = {
+    "lr",
+    "eps",
+    "partial",
+    "weight_decay",
+    "decoupled_weight_decay",
+    "amsgrad",
+    "maximize",
+    "variant",
+}
 
 
 def core_hyperparameters(torch_kwargs: dict[str, Any]) -> dict[str, Any]:

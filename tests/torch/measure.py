@@ -24,8 +24,11 @@ def worst_errors() -> None:
     initial, gradients = recorded_gradients()
     worst: dict[tuple[str, str], float] = {}
     grid = itertools.product(
-        ("reference", "torch", "optax"), (True, False), range(len(CASES)),
-        (torch.float64, torch.float32), (False, True),
+        ("reference", "torch", "optax"),
+        (True, False),
+        range(len(CASES)),
+        (torch.float64, torch.float32),
+        (False, True),
     )
     for variant, amsgrad, case, dtype, foreach in grid:
         kwargs = {"lr": 0.01, "variant": variant, "amsgrad": amsgrad, **CASES[case]}

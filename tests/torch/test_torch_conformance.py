@@ -74,7 +74,11 @@ def test_capturable_and_tensor_lr_match_kernel(variant, dtype, foreach):
     kwargs = {"variant": variant, "weight_decay": 1e-3, "decoupled_weight_decay": True}
     params, optimizer = torch_trajectory(
         # float64 lr tensor: a float32 0.01 alone would be a 2e-9 relative change.
-        initial, gradients, dtype, lr=torch.tensor(0.01, dtype=torch.float64), capturable=True,
+        initial,
+        gradients,
+        dtype,
+        lr=torch.tensor(0.01, dtype=torch.float64),
+        capturable=True,
         foreach=foreach,
         **kwargs,
     )

@@ -52,7 +52,11 @@ def distributed_results(tmp_path_factory) -> dict[str, list[dict]]:
         processes.append(
             subprocess.Popen(
                 [sys.executable, "-m", "tests.torch.distributed_worker", str(directory)],
-                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
         )
     outputs = []
@@ -96,7 +100,10 @@ def test_zero_redundancy_optimizer_matches_unsharded_padam(distributed_results):
     assert sum(r["params_with_local_state"] for r in results) == 4
     assert all(r["params_with_local_state"] < 4 for r in results)
     assert results[0]["consolidated_state_keys"] == [
-        "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"
+        "exp_avg",
+        "exp_avg_sq",
+        "max_exp_avg_sq",
+        "step",
     ]
 
 

@@ -79,8 +79,9 @@ class AuthorsPadam(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr, betas, eps, weight_decay, amsgrad, partial):
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, partial=partial)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, partial=partial
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -113,8 +114,14 @@ class AuthorsPadam(torch.optim.Optimizer):
 @pytest.mark.parametrize("amsgrad", [True, False], ids=["amsgrad", "no-amsgrad"])
 @pytest.mark.parametrize("partial", [0.125, 0.25, 0.3])
 def test_reference_variant_is_the_authors_code(partial, amsgrad, foreach):
-    common = {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 5e-4,
-              "amsgrad": amsgrad, "partial": partial}
+    common = {
+        "lr": 1e-2,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 5e-4,
+        "amsgrad": amsgrad,
+        "partial": partial,
+    }
     reference, padam = _train_pair(
         lambda params: AuthorsPadam(params, **common),
         lambda params: Padam(params, foreach=foreach, **common),

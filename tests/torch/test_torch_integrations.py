@@ -64,8 +64,12 @@ def test_lr_schedulers_drive_the_learning_rate(make_scheduler):
 def test_one_cycle_cycles_lr_and_beta1():
     used = _scheduled_run(
         lambda opt: torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=0.1, total_steps=STEPS, cycle_momentum=True,
-            base_momentum=0.85, max_momentum=0.95,
+            opt,
+            max_lr=0.1,
+            total_steps=STEPS,
+            cycle_momentum=True,
+            base_momentum=0.85,
+            max_momentum=0.95,
         )
     )
     beta1s = [b1 for _, b1, _ in used]

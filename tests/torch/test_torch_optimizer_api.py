@@ -80,7 +80,8 @@ def test_per_group_hyperparameters_equal_separate_optimizers(foreach):
     a2, b2 = (t.detach().clone().requires_grad_() for t in (a, b))
     grouped = Padam(
         [{"params": [a], "partial": 0.25, "lr": 0.02}, {"params": [b], "variant": "optax"}],
-        lr=0.05, foreach=foreach,
+        lr=0.05,
+        foreach=foreach,
     )
     separate = [
         Padam([a2], partial=0.25, lr=0.02, foreach=foreach),
@@ -243,16 +244,41 @@ def test_functional_padam_updates_in_place_like_the_class(foreach):
     exp_avg, exp_avg_sq, max_exp_avg_sq = (torch.zeros_like(param) for _ in range(3))
     step = torch.tensor(0.0)
     hyperparameters = dict(
-        amsgrad=True, beta1=0.9, beta2=0.999, lr=0.01, weight_decay=0.0, eps=1e-8,
-        partial=0.25, maximize=False, decoupled_weight_decay=False,
+        amsgrad=True,
+        beta1=0.9,
+        beta2=0.999,
+        lr=0.01,
+        weight_decay=0.0,
+        eps=1e-8,
+        partial=0.25,
+        maximize=False,
+        decoupled_weight_decay=False,
     )
     with torch.no_grad():
-        padam([param], [grad], [exp_avg], [exp_avg_sq], [max_exp_avg_sq], [step],
-              foreach=foreach, variant="reference", **hyperparameters)
+        padam(
+            [param],
+            [grad],
+            [exp_avg],
+            [exp_avg_sq],
+            [max_exp_avg_sq],
+            [step],
+            foreach=foreach,
+            variant="reference",
+            **hyperparameters,
+        )
     assert torch.equal(param, twin) and step.item() == 1.0
     with pytest.raises(ValueError, match="Invalid variant value: 'adam'"):
-        padam([param], [grad], [exp_avg], [exp_avg_sq], [max_exp_avg_sq], [step],
-              foreach=foreach, variant="adam", **hyperparameters)
+        padam(
+            [param],
+            [grad],
+            [exp_avg],
+            [exp_avg_sq],
+            [max_exp_avg_sq],
+            [step],
+            foreach=foreach,
+            variant="adam",
+            **hyperparameters,
+        )
 
 
 def test_named_parameters_are_accepted_and_saved():

@@ -17,12 +17,9 @@ REQUIRED_ACCURACY = 0.94
 def test_digits_mlp_reaches_stated_accuracy(foreach):
     features, labels, test_features, test_labels = digits_tensors(torch.float32)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
-    )
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
     # The paper's recipe: lr 0.1, p = 1/8, weight decay 5e-4 (here with a cosine schedule).
-    optimizer = Padam(model.parameters(), lr=0.1, partial=0.125, weight_decay=5e-4,
-                      foreach=foreach)
+    optimizer = Padam(model.parameters(), lr=0.1, partial=0.125, weight_decay=5e-4, foreach=foreach)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=STEPS)
     for _, (x, y) in zip(range(STEPS), batches(features, labels, 64), strict=False):
         optimizer.zero_grad()
