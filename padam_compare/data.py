@@ -61,6 +61,15 @@ class Dataset:
     #: CIFAR-style images (N, 3, 32, 32) that take random crops and flips when augmenting.
     is_image: bool = False
 
+    def standardize(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as float32, ``(x / scale - mean) / std`` (the per-batch transform, in NumPy)."""
+        x = x.astype(np.float32)
+        if self.scale != 1.0:
+            x = x / np.float32(self.scale)
+        if self.mean is not None and self.std is not None:
+            x = (x - self.mean) / self.std
+        return x
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one example (without the batch axis)."""

@@ -249,20 +249,12 @@ class JaxBackend:
         self.config = config
         self.dataset = dataset
         self.init_model, self.apply_model = JAX_MODELS[config.model]
-        self.x_train = self._prepare(dataset.x_train)
-        self.x_test = jnp.asarray(self._prepare(dataset.x_test))
+        self.x_train = self.dataset.standardize(dataset.x_train)
+        self.x_test = jnp.asarray(self.dataset.standardize(dataset.x_test))
         self.y_test = jnp.asarray(dataset.y_test.astype(np.int32))
         self.steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
         self._steps: dict[str, tuple[optax.GradientTransformation, Callable[..., Any]]] = {}
         self._evaluate = jax.jit(self._evaluate_batch)
-
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float32)
-        if self.dataset.scale != 1.0:
-            x = x / np.float32(self.dataset.scale)
-        if self.dataset.mean is not None and self.dataset.std is not None:
-            x = (x - self.dataset.mean) / self.dataset.std
-        return x
 
     def describe(self) -> dict[str, Any]:
         """Versions and device, for results.json."""

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import keras
-import numpy as np
 
 from padam_compare.config import CompareConfig, ConfigError, OptimizerRun
 from padam_compare.data import Dataset
@@ -215,16 +214,8 @@ class KerasBackend:
             raise ConfigError("--framework keras has no image augmentation yet: add --no-augment")
         self.config = config
         self.dataset = dataset
-        self.x_train = self._prepare(dataset.x_train)
-        self.x_test = self._prepare(dataset.x_test)
-
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float32)
-        if self.dataset.scale != 1.0:
-            x = x / np.float32(self.dataset.scale)
-        if self.dataset.mean is not None and self.dataset.std is not None:
-            x = (x - self.dataset.mean) / self.dataset.std
-        return x
+        self.x_train = self.dataset.standardize(dataset.x_train)
+        self.x_test = self.dataset.standardize(dataset.x_test)
 
     def describe(self) -> dict[str, Any]:
         """Versions and backend, for results.json."""

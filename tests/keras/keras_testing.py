@@ -26,34 +26,6 @@ def float64_available() -> bool:
     return bool(jax.config.jax_enable_x64)
 
 
-def relative_error(actual: Any, expected: Any) -> float:
-    """SPEC.md's measure: max|x - ref| / max|ref| over the whole tensor."""
-    actual = np.asarray(actual)
-    actual = actual.astype(np.result_type(actual, np.float64))  # complex stays complex
-    expected = np.asarray(expected)
-    expected = expected.astype(np.result_type(expected, np.float64))
-    scale = np.max(np.abs(expected))
-    difference = np.max(np.abs(actual - expected))
-    return float(difference / scale) if scale > 0 else float(difference)
-
-
-def gradient_sequence(shape: tuple[int, ...], steps: int, *, seed: int, kind: str) -> list:
-    """``spiky``: a large first gradient, then small noisy ones (separates the torch and optax
-    variants); ``noisy``: Gaussian noise around a drifting mean, with exact zeros."""
-    rng = np.random.default_rng(seed)
-    if kind == "spiky":
-        first = 10.0 * rng.normal(size=shape)
-        return [first] + [0.1 * rng.normal(size=shape) for _ in range(steps - 1)]
-    if kind == "noisy":
-        mean = rng.normal(size=shape)
-        grads = []
-        for t in range(steps):
-            g = mean * np.cos(t / 10.0) + 0.5 * rng.normal(size=shape)
-            grads.append(np.where(rng.random(size=shape) < 0.1, 0.0, g))
-        return grads
-    raise ValueError(kind)
-
-
 def reference_run(
     initial: Sequence[np.ndarray],
     grads: Sequence[Sequence[np.ndarray]],

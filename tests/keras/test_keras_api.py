@@ -8,13 +8,8 @@ import pytest
 
 import padam_core
 from padam_keras import Padam, keras_ops_namespace
-from tests.keras.keras_testing import (
-    BACKEND,
-    TOLERANCE,
-    reference_run,
-    relative_error,
-    run_optimizer,
-)
+from tests.keras.keras_testing import BACKEND, TOLERANCE, reference_run, run_optimizer
+from tests.oracle import relative_error
 
 
 def _numpy(value) -> np.ndarray:

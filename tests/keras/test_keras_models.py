@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from padam_keras import Padam
-from tests.keras.keras_testing import relative_error
+from tests.oracle import relative_error
 
 FEATURES, OUTPUTS, BATCH = 8, 3, 16
 

@@ -17,11 +17,10 @@ from tests.keras.keras_testing import (
     LR,
     TOLERANCE,
     float64_available,
-    gradient_sequence,
     reference_run,
-    relative_error,
     run_optimizer,
 )
+from tests.oracle import gradient_sequence, relative_error
 
 STEPS = 100
 SHAPES = {"kernel": (4, 3), "bias": (5,)}
