@@ -218,7 +218,7 @@ def test_optimizer_pickles_and_deep_copies():
 
 
 def test_foreach_default_on_cpu_and_never_when_differentiable():
-    from padam_torch.optimizer import _default_foreach
+    from padam_torch.functional import _default_foreach
 
     params = [_param(2), _param(3, dtype=torch.bfloat16)]
     assert _default_foreach(params, differentiable=False)

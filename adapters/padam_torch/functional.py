@@ -1,0 +1,366 @@
+r"""The functional Padam for torch tensors and its two implementations (one signature).
+
+* ``_single_tensor_padam``: a loop over tensors that calls the canonical kernel
+  :func:`padam_core.padam_step` on torch tensors (through ``array_api_compat.torch``) and copies
+  the returned arrays back into the parameter and state tensors.
+* ``_multi_tensor_padam``: the same maths with ``torch._foreach_*`` ops, one launch per op for
+  every tensor of a (device, dtype) group.
+
+:class:`padam_torch.Padam` manages groups and state and calls :func:`padam`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import array_api_compat.torch as torch_namespace
+import torch
+from torch import Tensor
+from torch.optim.optimizer import (
+    _default_to_fused_or_foreach,
+    _foreach_supported_types,
+    _get_value,
+    _to_scalar,
+)
+
+import padam_core
+from padam_core import validate_hyperparameters
+
+# partial -> extra square roots after the first (x^(2p) = sqrt^(1+k)(x)): the kernel's own table,
+# so both implementations take the chain for exactly the same p.
+from padam_core.kernel import SQRT_CHAIN_LENGTHS as _SQRT_CHAINS
+
+__all__ = ["padam"]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def padam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    foreach: bool | None = None,
+    capturable: bool = False,
+    differentiable: bool = False,
+    has_complex: bool = False,
+    *,
+    amsgrad: bool,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
+    lr: float | Tensor,
+    weight_decay: float,
+    eps: float,
+    partial: float,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    variant: str,
+) -> None:
+    r"""Functional Padam: updates ``params`` and the state lists in place.
+
+    See :class:`padam_torch.Padam` for the maths and the arguments. ``state_steps`` holds one
+    scalar tensor per parameter; it is incremented here before the update.
+    """
+    if not torch.compiler.is_compiling() and not all(
+        isinstance(step, Tensor) for step in state_steps
+    ):
+        raise RuntimeError("`state_steps` must be a list of singleton tensors")
+    # The optimizer validated its groups; a direct caller of this function may not have. The
+    # foreach path would read an unknown variant as "optax", so at least that is checked here.
+    validate_hyperparameters(variant=variant, amsgrad=amsgrad)
+    if foreach is None:
+        foreach = _default_foreach(params, differentiable)
+    if foreach and torch.jit.is_scripting():
+        raise RuntimeError("torch.jit.script not supported with foreach optimizers")
+    implementation = _multi_tensor_padam if foreach else _single_tensor_padam
+    implementation(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        state_steps,
+        capturable=capturable,
+        differentiable=differentiable,
+        has_complex=has_complex,
+        amsgrad=amsgrad,
+        beta1=beta1,
+        beta2=beta2,
+        lr=lr,
+        weight_decay=weight_decay,
+        eps=eps,
+        partial=partial,
+        maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay,
+        variant=variant,
+    )
+
+
+def _default_foreach(params: list[Tensor], differentiable: bool) -> bool:
+    """torch's rule (foreach on CUDA-like devices, never when differentiable), extended to plain
+    CPU tensors: there the foreach path measured 2-3x faster than the kernel loop, whose pure
+    functions allocate a temporary per operation (docs/torch.md)."""
+    _, foreach = _default_to_fused_or_foreach(params, differentiable, use_fused=False)
+    if foreach or differentiable or torch.jit.is_scripting():
+        return foreach
+    return all(type(p) in _foreach_supported_types and p.device.type == "cpu" for p in params)
+
+
+def _single_tensor_padam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    capturable: bool,
+    differentiable: bool,
+    has_complex: bool,
+    amsgrad: bool,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
+    lr: float | Tensor,
+    weight_decay: float,
+    eps: float,
+    partial: float,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    variant: str,
+) -> None:
+    """The canonical kernel on each tensor; its results are copied into params and state."""
+    lr, beta1, beta2 = _to_scalar(lr), _to_scalar(beta1), _to_scalar(beta2)
+    for index, param in enumerate(params):
+        grad, exp_avg, exp_avg_sq = grads[index], exp_avgs[index], exp_avg_sqs[index]
+        max_exp_avg_sq = max_exp_avg_sqs[index] if amsgrad else None
+        step_tensor = state_steps[index]
+        step_tensor += 1
+        # Bias corrections: a Python step makes padam_core compute 1 - b^t in double precision
+        # (torch's Adam also reads the step on the host); capturable/compiled/differentiable keep
+        # the tensor, and padam_core then computes -expm1(t log b) in the parameter's dtype.
+        step = step_tensor if (capturable or differentiable) else _get_value(step_tensor)
+        if torch.is_complex(param):
+            # As torch: real and imaginary parts are separate real parameters.
+            param, grad = torch.view_as_real(param), torch.view_as_real(grad)
+            exp_avg, exp_avg_sq = torch.view_as_real(exp_avg), torch.view_as_real(exp_avg_sq)
+            if amsgrad:
+                max_exp_avg_sq = torch.view_as_real(max_exp_avg_sq)
+        result = padam_core.padam_step(
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq,
+            step,
+            lr=lr,
+            b1=beta1,
+            b2=beta2,
+            eps=eps,
+            partial=partial,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            variant=variant,
+            xp=torch_namespace,
+        )
+        # The kernel is pure: write its results back into the tensors the optimizer owns.
+        param.copy_(result.param)
+        exp_avg.copy_(result.exp_avg)
+        exp_avg_sq.copy_(result.exp_avg_sq)
+        if amsgrad:
+            max_exp_avg_sq.copy_(result.max_exp_avg_sq)
+
+
+def _bias_corrections(
+    beta: float, steps: list[Tensor], *, on_device: bool, dtype: torch.dtype
+) -> list[float] | list[Tensor]:
+    """``1 - beta^t`` per tensor as ``-expm1(t * log(beta))``, exactly as padam_core does.
+
+    Host steps give Python doubles (like ``padam_core.bias_correction`` with a Python step);
+    ``on_device`` keeps them as tensors of ``dtype`` (capturable, compiled) with no host read.
+    """
+    if not on_device:
+        if beta == 0:
+            return [1.0 for _ in steps]
+        log_beta = math.log(beta)
+        return [-math.expm1(_get_value(step) * log_beta) for step in steps]
+    log_beta = math.log(beta) if beta > 0 else -math.inf  # expm1(-inf) = -1: bc = 1 at beta = 0
+    corrections = torch._foreach_mul([step.to(dtype) for step in steps], log_beta)
+    torch._foreach_expm1_(corrections)
+    torch._foreach_neg_(corrections)
+    return corrections
+
+
+def _partial_power_(roots: list[Tensor], partial: float) -> None:
+    """``roots ** (2 * partial)`` in place, where ``roots`` already are square roots (so x^p).
+
+    Repeated ``_foreach_sqrt_`` for partial in {1/2, 1/4, 1/8, 1/16} (as padam_core); the
+    caller handles ``partial == 0`` (x^0 = 1 exactly).
+    """
+    if partial in _SQRT_CHAINS:
+        for _ in range(_SQRT_CHAINS[partial]):
+            torch._foreach_sqrt_(roots)
+    else:
+        torch._foreach_pow_(roots, 2.0 * partial)
+
+
+def _group_by_device_and_dtype(
+    *tensor_lists: list[Tensor],
+) -> dict[tuple[torch.device, torch.dtype], list[list[Tensor]]]:
+    """Split parallel lists by the (device, dtype) of the first list (the parameters).
+
+    torch's own grouping helper insists that every list shares the parameter's dtype; float32
+    moments of bfloat16 parameters do not, hence this small version.
+    """
+    groups: dict[tuple[torch.device, torch.dtype], list[list[Tensor]]] = {}
+    for index, param in enumerate(tensor_lists[0]):
+        lists = groups.setdefault((param.device, param.dtype), [[] for _ in tensor_lists])
+        for target, source in zip(lists, tensor_lists, strict=True):
+            if source:
+                target.append(source[index])
+    return groups
+
+
+def _multi_tensor_padam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    capturable: bool,
+    differentiable: bool,
+    has_complex: bool,
+    amsgrad: bool,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
+    lr: float | Tensor,
+    weight_decay: float,
+    eps: float,
+    partial: float,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    variant: str,
+) -> None:
+    """The kernel's maths with ``torch._foreach_*`` ops over each (device, dtype) group."""
+    if len(params) == 0:
+        return
+    if differentiable:
+        raise RuntimeError("foreach=True does not support differentiable=True (no autograd)")
+    beta1, beta2 = _to_scalar(beta1), _to_scalar(beta2)
+    if isinstance(beta1, Tensor) or isinstance(beta2, Tensor):
+        raise ValueError("betas as Tensors are only supported with foreach=False")
+    lr = _to_scalar(lr)
+    # Steps stay tensors (no host read) when capturable or while torch.compile traces.
+    steps_on_device = capturable or torch.compiler.is_compiling()
+
+    grouped = _group_by_device_and_dtype(
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps
+    )
+    for (device, _dtype), lists in grouped.items():
+        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs = lists[:4]
+        device_max_exp_avg_sqs, device_steps = lists[4], lists[5]
+        if has_complex:
+            # As torch: real and imaginary parts are separate real parameters.
+            for tensors in (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs):
+                tensors[:] = [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
+            if amsgrad:
+                device_max_exp_avg_sqs[:] = [
+                    torch.view_as_real(t) if t.is_complex() else t for t in device_max_exp_avg_sqs
+                ]
+        real_dtype = device_params[0].dtype
+        # float16/bfloat16: compute in float32 against the float32 moments, round back once.
+        low_precision = real_dtype in _LOW_PRECISION
+        compute_dtype = torch.float32 if low_precision else real_dtype
+        if low_precision:
+            thetas = [param.to(torch.float32) for param in device_params]
+            device_grads = [grad.to(torch.float32, copy=True) for grad in device_grads]
+        else:
+            thetas = device_params
+        device_lr = lr.to(device=device, dtype=compute_dtype) if isinstance(lr, Tensor) else lr
+
+        if steps_on_device or not device_steps[0].is_cpu:
+            torch._foreach_add_(device_steps, 1)
+        else:
+            # A CPU scalar tensor, once, instead of wrapping 1 per step tensor (as torch does).
+            torch._foreach_add_(device_steps, torch.tensor(1.0), alpha=1.0)
+
+        # The caller's gradients are never written: the first change makes new tensors
+        # (already new for low-precision params, whose float32 copies are ours).
+        grads_are_ours = low_precision
+        if maximize:
+            if grads_are_ours:
+                torch._foreach_neg_(device_grads)
+            else:
+                device_grads = torch._foreach_neg(device_grads)
+                grads_are_ours = True
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                torch._foreach_mul_(thetas, 1 - device_lr * weight_decay)
+            elif grads_are_ours:
+                torch._foreach_add_(device_grads, thetas, alpha=weight_decay)
+            else:
+                device_grads = torch._foreach_add(device_grads, thetas, alpha=weight_decay)
+
+        # m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2 (the kernel's association).
+        torch._foreach_mul_(device_exp_avgs, beta1)
+        torch._foreach_add_(device_exp_avgs, device_grads, alpha=1 - beta1)
+        torch._foreach_mul_(device_exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, value=1 - beta2)
+        del device_grads
+
+        bc1 = _bias_corrections(beta1, device_steps, on_device=steps_on_device, dtype=compute_dtype)
+        bc2 = _bias_corrections(beta2, device_steps, on_device=steps_on_device, dtype=compute_dtype)
+        if steps_on_device:
+            sqrt_bc2 = torch._foreach_sqrt(bc2)
+        else:
+            sqrt_bc2 = [math.sqrt(correction) for correction in bc2]
+
+        if variant == "optax":
+            second = torch._foreach_div(device_exp_avg_sqs, bc2)
+        else:
+            second = device_exp_avg_sqs
+        if amsgrad:
+            torch._foreach_maximum_(device_max_exp_avg_sqs, second)
+            second = device_max_exp_avg_sqs
+
+        # theta -= scale * m / denominator, with a per-tensor scale (Python floats, or 0-d
+        # tensors when the steps or lr are tensors), associated as in the kernel.
+        denominator: list[Tensor] | None = torch._foreach_sqrt(second)
+        if variant == "reference":
+            scale = [device_lr * root / bc for root, bc in zip(sqrt_bc2, bc1, strict=True)]
+            torch._foreach_add_(denominator, eps)
+            if partial == 0:
+                denominator = None  # (sqrt(v_hat) + eps)^0 = 1 exactly
+            else:
+                _partial_power_(denominator, partial)
+        else:
+            scale = [device_lr / bc for bc in bc1]
+            if variant == "torch":
+                torch._foreach_div_(denominator, sqrt_bc2)
+            if partial == 0:
+                denominator = [torch.full_like(t, 1.0 + eps) for t in denominator]  # x^0 = 1
+            else:
+                _partial_power_(denominator, partial)
+                torch._foreach_add_(denominator, eps)
+
+        if all(isinstance(value, float) for value in scale):
+            negated = [-value for value in scale]
+            if denominator is None:
+                torch._foreach_add_(thetas, torch._foreach_mul(device_exp_avgs, negated))
+            else:
+                torch._foreach_addcdiv_(thetas, device_exp_avgs, denominator, negated)
+        else:
+            if denominator is None:
+                updates = torch._foreach_mul(device_exp_avgs, scale)
+            else:
+                updates = torch._foreach_div(device_exp_avgs, denominator)
+                torch._foreach_mul_(updates, scale)
+            torch._foreach_sub_(thetas, updates)
+
+        if low_precision:
+            torch._foreach_copy_(device_params, thetas)
