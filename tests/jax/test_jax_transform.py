@@ -70,6 +70,20 @@ def train_step(optimizer: optax.GradientTransformation):
     return step
 
 
+def train(optimizer: optax.GradientTransformation, params: dict, noise: dict, steps: int):
+    """``steps`` jitted steps from a fresh state; returns ``(params, state)``."""
+    step = jax.jit(train_step(optimizer))
+    state = optimizer.init(params)
+    for t in range(steps):
+        params, state = step(params, state, noise, t)
+    return params, state
+
+
+def noise_gradients(noise: dict, steps: int) -> list:
+    """The oracle's gradient functions for steps 0..steps-1 of ``gradient(p, noise, t)``."""
+    return [lambda p, t=t: gradient(p, noise, t) for t in range(steps)]
+
+
 # ---- validation --------------------------------------------------------------------------------
 
 
@@ -156,13 +170,8 @@ def test_state_fields_dtypes_and_amsgrad_off() -> None:
 def test_mu_dtype_bfloat16_stores_mu_in_bfloat16_and_still_trains() -> None:
     params, noise = make_params(jnp.float32), make_noise(30)
     optimizer = padam(LEARNING_RATE, mu_dtype=jnp.bfloat16)
-    step = jax.jit(train_step(optimizer))
-    state = optimizer.init(params)
-    reference = oracle(
-        params, [lambda p, t=t: gradient(p, noise, t) for t in range(30)], lr=LEARNING_RATE
-    )
-    for t in range(30):
-        params, state = step(params, state, noise, t)
+    reference = oracle(params, noise_gradients(noise, 30), lr=LEARNING_RATE)
+    params, state = train(optimizer, params, noise, 30)
     assert state[0].mu["w"].dtype == jnp.bfloat16
     assert params["w"].dtype == jnp.float32
     assert_trees_close(params, reference, tolerance=1e-2)  # mu is rounded to 8 bits each step
@@ -315,7 +324,7 @@ def test_inject_hyperparams_learning_rate_and_partial_change_during_training() -
         params, state = step(params, state, noise, t)
     reference = oracle(
         start,
-        [lambda p, t=t: gradient(p, noise, t) for t in range(40)],
+        noise_gradients(noise, 40),
         learning_rates=learning_rates,
         partials=partials,
         weight_decay=0.01,
@@ -330,14 +339,11 @@ def test_partial_as_a_schedule_through_inject_hyperparams() -> None:
         learning_rate=LEARNING_RATE, partial=partial_schedule
     )
     params, noise = make_params(), make_noise(20)
-    step = jax.jit(train_step(optimizer))
-    state = optimizer.init(params)
     start = params
-    for t in range(20):
-        params, state = step(params, state, noise, t)
+    params, _ = train(optimizer, params, noise, 20)
     reference = oracle(
         start,
-        [lambda p, t=t: gradient(p, noise, t) for t in range(20)],
+        noise_gradients(noise, 20),
         lr=LEARNING_RATE,
         partials=[0.5] * 10 + [0.125] * 10,
     )
@@ -371,15 +377,12 @@ def test_learning_rate_schedule_matches_oracle() -> None:
     schedule = optax.piecewise_constant_schedule(0.1, {5: 0.5, 10: 0.5, 15: 0.5})
     optimizer = padam(schedule, weight_decay=0.01, decoupled_weight_decay=True)
     params, noise = make_params(), make_noise(20)
-    step = jax.jit(train_step(optimizer))
-    state = optimizer.init(params)
     start = params
-    for t in range(20):
-        params, state = step(params, state, noise, t)
+    params, _ = train(optimizer, params, noise, 20)
     # optax evaluates a schedule at its int32 count before the step: 0 for the first update.
     reference = oracle(
         start,
-        [lambda p, t=t: gradient(p, noise, t) for t in range(20)],
+        noise_gradients(noise, 20),
         learning_rates=[float(schedule(jnp.int32(t))) for t in range(20)],
         weight_decay=0.01,
         decoupled_weight_decay=True,
@@ -393,11 +396,8 @@ def test_learning_rate_schedule_matches_oracle() -> None:
 def test_chain_with_clip_by_global_norm() -> None:
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), padam(LEARNING_RATE))
     params, noise = make_params(), make_noise(20)
-    step = jax.jit(train_step(optimizer))
-    state = optimizer.init(params)
     start = params
-    for t in range(20):
-        params, state = step(params, state, noise, t)
+    params, _ = train(optimizer, params, noise, 20)
 
     def clipped(grads: dict) -> dict:
         norm = np.sqrt(sum(np.sum(g * g) for g in grads.values()))
@@ -454,11 +454,8 @@ def test_masked_padam_and_weight_decay_mask() -> None:
 
     # The weight decay mask, as optax.adamw's: decay "w" only.
     optimizer = padam(LEARNING_RATE, weight_decay=0.1, mask={"w": True, "b": False})
-    step = jax.jit(train_step(optimizer))
-    state = optimizer.init(params)
     start = params
-    for t in range(10):
-        params, state = step(params, state, noise, t)
+    params, state = train(optimizer, params, noise, 10)
     for name, weight_decay in (("w", 0.1), ("b", 0.0)):
         leaf_noise = {name: noise[name]}
         reference = oracle(
