@@ -182,11 +182,12 @@ def _bias_corrections(
     Host steps give Python doubles (like ``padam_core.bias_correction`` with a Python step);
     ``on_device`` keeps them as tensors of ``dtype`` (capturable, compiled) with no host read.
     """
-    if not on_device:
-        if beta == 0:
-            return [1.0 for _ in steps]
-        log_beta = math.log(beta)
-        return [-math.expm1(_get_value(step) * log_beta) for step in steps]
+    if not on_device:  # Python numbers in, Python double out: padam_core's own function
+        return [
+            padam_core.bias_correction(beta, _get_value(step), xp=torch_namespace, dtype=dtype,
+                                       like=None)
+            for step in steps
+        ]  # fmt: skip
     log_beta = math.log(beta) if beta > 0 else -math.inf  # expm1(-inf) = -1: bc = 1 at beta = 0
     corrections = torch._foreach_mul([step.to(dtype) for step in steps], log_beta)
     torch._foreach_expm1_(corrections)
