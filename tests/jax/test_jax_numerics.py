@@ -102,6 +102,15 @@ def relative_error(result: dict[str, np.ndarray], reference: dict[str, np.ndarra
 
 
 DECAY_MODES = {"none": (0.0, False), "coupled": (0.01, False), "decoupled": (0.01, True)}
+
+
+def case_flags(variant: str, amsgrad: bool, decay: str, maximize: bool) -> dict[str, Any]:
+    """The keyword arguments of one (variant, amsgrad, decay mode, maximize) case."""
+    weight_decay, decoupled = DECAY_MODES[decay]
+    return dict(weight_decay=weight_decay, decoupled_weight_decay=decoupled, amsgrad=amsgrad,
+                maximize=maximize, variant=variant)  # fmt: skip
+
+
 FLAG_CASES = list(
     itertools.product(padam_core.VARIANTS, (True, False), tuple(DECAY_MODES), (False, True))
 )
@@ -111,14 +120,7 @@ FLAG_CASES = list(
 def test_float64_trajectory_matches_core_oracle(
     variant: str, amsgrad: bool, decay: str, maximize: bool
 ) -> None:
-    weight_decay, decoupled = DECAY_MODES[decay]
-    flags = dict(
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled,
-        amsgrad=amsgrad,
-        maximize=maximize,
-        variant=variant,
-    )
+    flags = case_flags(variant, amsgrad, decay, maximize)
     theta0, noise = initial_params(), make_noise()
     result = run_optax(padam(LEARNING_RATE, partial=0.125, **flags), theta0, noise)
     reference = oracle(theta0, noise, lr=LEARNING_RATE, partial=0.125, **flags)
@@ -149,14 +151,7 @@ def test_float64_trajectory_matches_oracle_for_other_partials(partial: float) ->
 def test_float32_trajectory_within_spec_tolerance(
     variant: str, amsgrad: bool, decay: str, maximize: bool
 ) -> None:
-    weight_decay, decoupled = DECAY_MODES[decay]
-    flags = dict(
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled,
-        amsgrad=amsgrad,
-        maximize=maximize,
-        variant=variant,
-    )
+    flags = case_flags(variant, amsgrad, decay, maximize)
     theta0, noise = initial_params(), make_noise()
     result = run_optax(padam(LEARNING_RATE, **flags), theta0, noise, dtype=jnp.float32)
     reference = oracle(theta0, noise, lr=LEARNING_RATE, **flags)
