@@ -143,13 +143,6 @@ class Padam:
                     raise ValueError(f"Gradient for {name!r} holds NaN or Inf; nothing was updated")
         return {name: named[name] for name in self._names}
 
-    def _takes_fused_path(self, name: str, grad: Any) -> bool:
-        if self.fused is False:
-            return False
-        moments = [getattr(self.state, moment) for moment in _MOMENTS]
-        writable = [self._params[name]] + [m[name] for m in moments if m is not None]
-        return fused_cpu.supports(*writable) and fused_cpu.supports(writable[0], grad)
-
     def step(self, grads: Sequence[Any] | Mapping[str, Any]) -> None:
         """One Padam step: every parameter is updated in place from its gradient."""
         named_grads = self._named_grads(grads)
@@ -164,7 +157,8 @@ class Padam:
                 state.exp_avg_sq[name],
                 max_sq[name] if amsgrad else None,
             )
-            if self._takes_fused_path(name, grad):
+            present = [array for array in moments if array is not None]
+            if self.fused is not False and fused_cpu.supports(param, grad, *present):
                 fused_cpu.padam_step_inplace(
                     param, grad, *moments, count, lr=lr, **self.hyperparameters
                 )
