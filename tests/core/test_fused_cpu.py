@@ -77,7 +77,14 @@ def test_supports_only_contiguous_writable_numpy_floats_alike():
 
 
 @pytest.mark.parametrize("partial", [0.125, 0.3])
-def test_optimizer_gives_the_same_numbers_fused_or_not(partial):
+def test_optimizer_gives_the_same_numbers_fused_or_not(partial, monkeypatch):
+    fused_calls = []
+    inplace = fused_cpu.padam_step_inplace
+    monkeypatch.setattr(
+        fused_cpu,
+        "padam_step_inplace",
+        lambda *args, **kwargs: fused_calls.append(1) or inplace(*args, **kwargs),
+    )
     rng = np.random.default_rng(1)
     start = {"w": rng.normal(size=(5, 6)).astype(np.float32), "b": rng.normal(size=6)}
     runs = []
@@ -88,6 +95,8 @@ def test_optimizer_gives_the_same_numbers_fused_or_not(partial):
             grads = {k: np.cos(step + v * 3).astype(v.dtype) for k, v in start.items()}
             optimizer.step(grads)
         runs.append(params)
+        # fused=None takes the fused path for both arrays at every step; False never does.
+        assert len(fused_calls) == 40
     for key in start:
         if partial == 0.125:
             np.testing.assert_array_equal(runs[0][key], runs[1][key])
