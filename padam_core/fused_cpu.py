@@ -144,8 +144,8 @@ def padam_step_inplace(
     if not supports(*arrays):
         raise TypeError("padam_step_inplace needs contiguous NumPy float32/float64 arrays alike")
     scalar = param.dtype.type  # NumPy rounds Python floats to the array dtype: so do we
-    bc1 = bias_correction(b1, step, xp=np, dtype=param.dtype, like=param)
-    bc2 = bias_correction(b2, step, xp=np, dtype=param.dtype, like=param)
+    bc1 = bias_correction(b1, step, xp=np, dtype=param.dtype)
+    bc2 = bias_correction(b2, step, xp=np, dtype=param.dtype)
     step_size = {0: lr * math.sqrt(bc2) / bc1, 1: lr / bc1, 2: lr}[_VARIANT_CODES[variant]]
     l2 = 0.0 if decoupled_weight_decay else weight_decay
     decay_factor = 1.0 - lr * weight_decay if decoupled_weight_decay else 1.0

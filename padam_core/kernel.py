@@ -113,7 +113,7 @@ def _real_dtype(dtype: Any, *, xp: Any) -> Any:
     return dtype
 
 
-def _as_scalar(value: Scalar, dtype: Any, *, xp: Any, like: Array) -> Scalar:
+def _as_scalar(value: Scalar, dtype: Any, *, xp: Any) -> Scalar:
     """A Python float stays a Python float (it keeps the array's dtype); an array is cast."""
     if _is_python_number(value):
         return float(value)
@@ -122,7 +122,7 @@ def _as_scalar(value: Scalar, dtype: Any, *, xp: Any, like: Array) -> Scalar:
     return xp.astype(value if hasattr(value, "dtype") else xp.asarray(value), dtype)
 
 
-def bias_correction(beta: Scalar, step: Scalar, *, xp: Any, dtype: Any, like: Array) -> Scalar:
+def bias_correction(beta: Scalar, step: Scalar, *, xp: Any, dtype: Any) -> Scalar:
     """``1 - beta**step`` computed as ``-expm1(step * log(beta))`` (see the module docstring)."""
     if _is_python_number(beta) and _is_python_number(step):
         if beta == 0:
@@ -131,10 +131,10 @@ def bias_correction(beta: Scalar, step: Scalar, *, xp: Any, dtype: Any, like: Ar
     log_beta = (
         (math.log(beta) if beta > 0 else -math.inf)
         if _is_python_number(beta)
-        else xp.log(_as_scalar(beta, dtype, xp=xp, like=like))
+        else xp.log(_as_scalar(beta, dtype, xp=xp))
     )
     # log(0) = -inf and t >= 1 give expm1(-inf) = -1, so beta = 0 needs no branch here.
-    return -xp.expm1(_as_scalar(step, dtype, xp=xp, like=like) * log_beta)
+    return -xp.expm1(_as_scalar(step, dtype, xp=xp) * log_beta)
 
 
 def partial_power(root: Array, partial: Scalar, *, xp: Any) -> Array | float:
@@ -151,7 +151,6 @@ def partial_power(root: Array, partial: Scalar, *, xp: Any) -> Array | float:
             for _ in range(SQRT_CHAIN_LENGTHS[partial]):
                 root = xp.sqrt(root)
             return root
-        return xp.pow(root, 2.0 * partial)
     return xp.pow(root, 2.0 * partial)
 
 
@@ -216,7 +215,7 @@ def padam_step(
     real_dtype = _real_dtype(dtype, xp=xp)
 
     def scalar(value: Scalar) -> Scalar:
-        return _as_scalar(value, real_dtype, xp=xp, like=param)
+        return _as_scalar(value, real_dtype, xp=xp)
 
     lr, b1, b2, eps, weight_decay = map(scalar, (lr, b1, b2, eps, weight_decay))
     # copy=False: the kernel never writes into these, so no defensive copies are needed.
@@ -235,8 +234,8 @@ def padam_step(
 
     m = b1 * m + (1.0 - b1) * g
     v = b2 * v + (1.0 - b2) * _abs_squared(g, xp=xp)
-    bc1 = bias_correction(b1, step, xp=xp, dtype=real_dtype, like=param)
-    bc2 = bias_correction(b2, step, xp=xp, dtype=real_dtype, like=param)
+    bc1 = bias_correction(b1, step, xp=xp, dtype=real_dtype)
+    bc2 = bias_correction(b2, step, xp=xp, dtype=real_dtype)
 
     second = v / bc2 if variant == "optax" else v
     if amsgrad:

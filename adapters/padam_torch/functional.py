@@ -179,15 +179,14 @@ def _bias_corrections(
 ) -> list[float] | list[Tensor]:
     """``1 - beta^t`` per tensor as ``-expm1(t * log(beta))``, exactly as padam_core does.
 
-    Host steps give Python doubles (like ``padam_core.bias_correction`` with a Python step);
+    Host steps give Python doubles (``padam_core.bias_correction`` itself, on Python numbers);
     ``on_device`` keeps them as tensors of ``dtype`` (capturable, compiled) with no host read.
     """
     if not on_device:  # Python numbers in, Python double out: padam_core's own function
         return [
-            padam_core.bias_correction(beta, _get_value(step), xp=torch_namespace, dtype=dtype,
-                                       like=None)
+            padam_core.bias_correction(beta, _get_value(step), xp=torch_namespace, dtype=dtype)
             for step in steps
-        ]  # fmt: skip
+        ]
     log_beta = math.log(beta) if beta > 0 else -math.inf  # expm1(-inf) = -1: bc = 1 at beta = 0
     corrections = torch._foreach_mul([step.to(dtype) for step in steps], log_beta)
     torch._foreach_expm1_(corrections)
