@@ -31,9 +31,11 @@ of CUDA's ``exp2f``/``log2f`` for general p (compared within a tolerance, as the
 
 Inputs: CuPy arrays, torch CUDA tensors (read through ``data_ptr()``, so bfloat16 and tensors
 that require grad work, zero copy), or any object with ``__cuda_array_interface__``. All arrays
-must be C-contiguous, on one device. ``stream`` is a CUDA stream handle (int, e.g.
-``torch.cuda.current_stream().cuda_stream``), a CuPy stream, or an object with ``.cuda_stream``;
-None means CuPy's current stream. The call is asynchronous on that stream, as any CUDA launch.
+must be C-contiguous, on one device. bfloat16 parameters may also come as int16/uint16 arrays of
+their bits (as CuPy and the array interface, which have no bfloat16, carry them). ``stream``
+is a CUDA stream handle (int, e.g. ``torch.cuda.current_stream().cuda_stream``), a CuPy stream,
+or an object with ``.cuda_stream``; None means CuPy's current stream. The call is
+asynchronous on that stream, as any CUDA launch.
 
 CuPy is imported lazily: this module imports without it, and :func:`available` says whether a
 GPU can be used.
@@ -42,9 +44,9 @@ GPU can be used.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import math
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -73,6 +75,10 @@ _POWER_SHIFT = 8
 _POWER_ONE, _POWER_GENERAL = 4, 5
 
 _PARAM_DTYPES = ("float32", "float64", "float16", "bfloat16")
+# bfloat16 bits carried as 16-bit integers (NumPy, CuPy and __cuda_array_interface__ have no
+# bfloat16; padam_torch's fused path passes ``tensor.view(torch.int16)``): an integer is never a
+# parameter, so params/grads of these dtypes are read as bfloat16.
+_BFLOAT16_CARRIERS = ("int16", "uint16")
 _TYPESTRS = {"<f2": "float16", "<f4": "float32", "<f8": "float64"}
 
 
@@ -97,7 +103,7 @@ def kernel_source() -> str:
     return (resources.files("padam_core") / "cuda" / "padam_multi_tensor.cu").read_text()
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Buffer:
     """What the kernel needs to know about one array: where it is and how it is laid out."""
 
@@ -165,7 +171,7 @@ def _buffer(array: Any, name: str) -> _Buffer:
     )
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Launch:
     """One kernel launch: every tensor of one parameter dtype."""
 
@@ -195,6 +201,11 @@ def _scalars(step: int, compute: type, *, lr: float, b1: float, b2: float, eps: 
         step_size, bc1, bc2, math.sqrt(bc2), lr, 2.0 * partial, 1.0 + eps,
     )  # fmt: skip
     return tuple(compute(value) for value in values)
+
+
+def _as_bfloat16(buffers: list[_Buffer]) -> list[_Buffer]:
+    return [dataclasses.replace(b, dtype="bfloat16") if b.dtype in _BFLOAT16_CARRIERS else b
+            for b in buffers]  # fmt: skip
 
 
 def _plan(
@@ -233,6 +244,8 @@ def _plan(
             raise ValueError(f"{name} has {len(buffers)} arrays for {n} params")
     devices = set()
     groups: dict[str, list[int]] = {}
+    params, grads = _as_bfloat16(params), _as_bfloat16(grads)
+    lists["grads"] = grads
     for k, param in enumerate(params):
         if param.dtype not in _PARAM_DTYPES:
             raise TypeError(f"params[{k}] has dtype {param.dtype} (expected one of "

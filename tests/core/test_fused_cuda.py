@@ -199,6 +199,21 @@ def test_grid_and_block_sizes_do_not_change_the_result(host_kernel):
         _assert_same_bits(other, results[0])
 
 
+def test_bfloat16_carried_as_16_bit_integers_is_bfloat16(host_kernel):
+    rng = np.random.default_rng(3)
+    hyperparameters = _hyperparameters("optax", True, 0.01, False, True)
+    theta = rng.normal(size=50).astype(BFLOAT16)
+    grad = rng.normal(size=50).astype(BFLOAT16)
+    state = [np.zeros(50, np.float32) for _ in range(3)]
+    expected = padam_core.padam_step(theta, grad, *state, 1, **hyperparameters)
+    for carrier in (np.int16, np.uint16):
+        ours = [theta.copy().view(carrier), *[s.copy() for s in state]]
+        _host_step(host_kernel, [ours[0]], [grad.view(carrier)], [ours[1]], [ours[2]],
+                   [ours[3]], 1, **hyperparameters)  # fmt: skip
+        _assert_same_bits([[ours[0].view(BFLOAT16)], *[[a] for a in ours[1:]]],
+                          [[expected[0]], *[[a] for a in expected[1:]]])  # fmt: skip
+
+
 def test_mixed_parameter_dtypes_take_one_launch_each(host_kernel):
     params = [np.ones(3, np.float32), np.ones(2, np.float16), np.ones(4, np.float32)]
     buffers = [_host_buffer(p) for p in params]
