@@ -79,7 +79,7 @@ _PARAM_DTYPES = ("float32", "float64", "float16", "bfloat16")
 # bfloat16; padam_torch's fused path passes ``tensor.view(torch.int16)``): an integer is never a
 # parameter, so params/grads of these dtypes are read as bfloat16.
 _BFLOAT16_CARRIERS = ("int16", "uint16")
-_TYPESTRS = {"<f2": "float16", "<f4": "float32", "<f8": "float64"}
+_TYPESTRS = {"<f2": "float16", "<f4": "float32", "<f8": "float64", "<i2": "int16", "<u2": "uint16"}
 
 
 def _cupy() -> Any:

@@ -347,6 +347,133 @@ def test_cuda_source_compiles_for_the_gpu(tmp_path):
     assert sorted(entries) == sorted(f"padam_multi_tensor_{kind}" for kind in DTYPES)
 
 
+# ---- multi_tensor_step end to end, CuPy replaced by the CPU build -----------------------------
+
+
+class _HostArray:
+    """A NumPy array seen through ``__cuda_array_interface__``, as a device array would be."""
+
+    def __init__(self, array: np.ndarray, typestr: str | None = None) -> None:
+        self.array = array
+        self.__cuda_array_interface__ = {
+            "shape": array.shape, "typestr": typestr or array.dtype.str, "strides": None,
+            "data": (array.ctypes.data, False), "version": 3,
+        }  # fmt: skip
+
+
+class _FakeCupy:
+    """The few CuPy names multi_tensor_step uses, with kernels run by the CPU build."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        import contextlib
+        import types
+
+        self.launches: list[tuple[str, int, int]] = []
+        fake = self
+
+        class Stream:
+            null: Stream
+            ptr = 0
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        class ExternalStream(Stream):
+            def __init__(self, ptr):
+                self.ptr = ptr
+
+        Stream.null = Stream()
+
+        class RawModule:
+            def __init__(self, code, options):
+                assert "padam_multi_tensor_float32" in code and "--fmad=false" in options
+
+            def get_function(self, name):
+                def launch(grid, block, args):
+                    fake.launches.append((name, grid[0], block[0]))
+                    values = [a.ctypes.data if isinstance(a, np.ndarray) else a.item()
+                              for a in args]  # fmt: skip
+                    # A smaller block than the GPU's: every thread is emulated one by one.
+                    getattr(lib, f"host_{name}")(grid[0], 8, *values)
+
+                return launch
+
+        self.RawModule = RawModule
+        self.asarray = np.array  # a copy, as an upload is
+        self.cuda = types.SimpleNamespace(
+            Stream=Stream, ExternalStream=ExternalStream,
+            Device=lambda device: contextlib.nullcontext(),
+            get_current_stream=lambda: Stream.null,
+            runtime=types.SimpleNamespace(
+                getDeviceCount=lambda: 1,
+                pointerGetAttributes=lambda ptr: types.SimpleNamespace(device=0),
+            ),
+        )  # fmt: skip
+
+
+@pytest.fixture
+def fake_cupy(host_kernel, monkeypatch):
+    fake = _FakeCupy(host_kernel)
+    monkeypatch.setattr(fused_cuda, "_cupy", lambda: fake)
+    for cached in (fused_cuda.available, fused_cuda._module, fused_cuda._kernel):
+        cached.cache_clear()
+    fused_cuda._TABLES.clear()
+    yield fake
+    for cached in (fused_cuda.available, fused_cuda._module, fused_cuda._kernel):
+        cached.cache_clear()
+    fused_cuda._TABLES.clear()
+
+
+def test_multi_tensor_step_launches_one_kernel_per_dtype(fake_cupy):
+    rng = np.random.default_rng(4)
+    shapes = [(3, 7), (), (0,), (70_000,)]  # the last one spans two CHUNK_SIZE chunks
+    for variant, amsgrad in itertools.product(padam_core.VARIANTS, (True, False)):
+        hyperparameters = _hyperparameters(variant, amsgrad, 0.01, False, True)
+        for dtype in (np.float32, BFLOAT16):
+            params, state = _problem(rng, dtype, shapes, amsgrad)
+            pure = [[a.copy() for a in params], *[[a.copy() for a in s] for s in state]]
+            typestr = "<i2" if dtype == BFLOAT16 else None  # bfloat16 bits as int16
+            device = [[_HostArray(a, typestr) for a in params],
+                      *[[_HostArray(a) for a in s] for s in state]]  # fmt: skip
+            for t in (1, 2):  # the second step reuses the uploaded table
+                grads = [np.asarray(rng.normal(size=shape)).astype(dtype) for shape in shapes]
+                fused_cuda.multi_tensor_step(
+                    device[0], [_HostArray(g, typestr) for g in grads], device[1], device[2],
+                    device[3] if amsgrad else None, t, stream=0, **hyperparameters,
+                )  # fmt: skip
+                for k in range(len(shapes)):
+                    result = padam_core.padam_step(
+                        pure[0][k], grads[k], pure[1][k], pure[2][k],
+                        pure[3][k] if amsgrad else None, t, **hyperparameters,
+                    )  # fmt: skip
+                    for which in range(4 if amsgrad else 3):
+                        pure[which][k] = result[which]
+            _assert_same_bits([params, *state], pure[: len(state) + 1])
+    assert len(fused_cuda._TABLES) > 0
+    name, grid, block = fake_cupy.launches[-1]
+    assert (name, grid, block) == ("padam_multi_tensor_bfloat16", 4, fused_cuda.BLOCK_SIZE)
+
+
+def test_multi_tensor_step_takes_streams_and_refuses_other_objects(fake_cupy):
+    arrays = [_HostArray(np.ones(3, np.float32)) for _ in range(5)]
+    hyperparameters = _hyperparameters("reference", True, 0.0, False, False)
+    for stream in (None, 0, 12345, types_namespace(cuda_stream=678)):
+        fused_cuda.multi_tensor_step(*[[a] for a in arrays], 1, stream=stream, **hyperparameters)
+    for stream in ("default", 1.5):
+        with pytest.raises(TypeError, match="stream must be"):
+            fused_cuda.multi_tensor_step(*[[a] for a in arrays], 1, stream=stream,
+                                         **hyperparameters)  # fmt: skip
+
+
+def types_namespace(**attributes: Any) -> Any:
+    import types
+
+    return types.SimpleNamespace(**attributes)
+
+
 # ---- checks before launching (no GPU needed) -------------------------------------------------
 
 
