@@ -530,9 +530,26 @@ def test_rejects_host_arrays_and_imports_without_cupy():
     assert "padam_multi_tensor_bfloat16" in fused_cuda.kernel_source()
 
 
+class _TorchLikeCpuTensor:
+    """What _buffer reads of a torch tensor (importing torch here would cost seconds)."""
+
+    dtype = "torch.float32"
+    shape = (3,)
+    device: Any = None
+
+    def data_ptr(self) -> int:
+        return 1234
+
+    def numel(self) -> int:
+        return 3
+
+    def is_contiguous(self) -> bool:
+        return True
+
+
 def test_torch_cpu_tensors_are_refused():
-    torch = pytest.importorskip("torch")
-    tensor = torch.ones(3)
+    tensor = _TorchLikeCpuTensor()
+    tensor.device = types_namespace(type="cpu", index=None)
     with pytest.raises(TypeError, match="not on a CUDA device"):
         fused_cuda.multi_tensor_step([tensor], [tensor], [tensor], [tensor], [tensor], 1,
                                      **_hyperparameters("reference", True, 0.0, False, False))
