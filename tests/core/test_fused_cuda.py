@@ -16,18 +16,30 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import pytest
 
 import padam_core
 from padam_core import fused_cuda
 
+try:  # NumPy's bfloat16 (installed with jax; gpu_check.sh installs it)
+    import ml_dtypes
+except ImportError:  # pragma: no cover - the bfloat16 cases are then skipped
+    ml_dtypes = None
+
 HERE = Path(__file__).resolve().parent
 SOURCE_DIR = Path(fused_cuda.__file__).resolve().parent / "cuda"
-BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16) if ml_dtypes is not None else None
 DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16,
           "bfloat16": BFLOAT16}  # fmt: skip
+needs_bfloat16 = pytest.mark.skipif(ml_dtypes is None, reason="ml_dtypes is not installed")
+
+
+def _dtype(name: str) -> Any:
+    """The NumPy dtype called ``name``; skips the test for bfloat16 without ml_dtypes."""
+    if DTYPES[name] is None:
+        pytest.skip("ml_dtypes is not installed")
+    return DTYPES[name]
 
 COMBINATIONS = list(
     itertools.product(
@@ -152,7 +164,7 @@ def _assert_same_bits(fused, pure) -> None:
 def test_every_variant_and_flag_gives_the_pure_kernels_bits(host_kernel, dtype_name):
     for combination in COMBINATIONS:
         hyperparameters = _hyperparameters(*combination[:2], *combination[2], combination[3])
-        fused, pure = _run_both(host_kernel, DTYPES[dtype_name], SHAPES, hyperparameters)
+        fused, pure = _run_both(host_kernel, _dtype(dtype_name), SHAPES, hyperparameters)
         _assert_same_bits(fused, pure)
 
 
@@ -161,7 +173,7 @@ def test_every_variant_and_flag_gives_the_pure_kernels_bits(host_kernel, dtype_n
 def test_every_power_matches_the_pure_kernel(host_kernel, dtype_name, partial):
     for variant, amsgrad in itertools.product(padam_core.VARIANTS, (True, False)):
         hyperparameters = _hyperparameters(variant, amsgrad, 0.01, False, False, partial)
-        fused, pure = _run_both(host_kernel, DTYPES[dtype_name], SHAPES, hyperparameters)
+        fused, pure = _run_both(host_kernel, _dtype(dtype_name), SHAPES, hyperparameters)
         if partial != 0.3:  # square-root chains and exactly 1: the same operations, same bits
             _assert_same_bits(fused, pure)
             continue
@@ -179,12 +191,13 @@ def test_every_power_matches_the_pure_kernel(host_kernel, dtype_name, partial):
                     assert np.max(np.abs(a - b)) <= tolerance * np.max(np.abs(b))
 
 
+@needs_bfloat16
 def test_many_small_tensors_in_one_launch(host_kernel):
     rng = np.random.default_rng(1)
     shapes = [(int(n),) for n in rng.integers(0, 100, size=300)]
     for dtype_name in ("float32", "bfloat16"):
         hyperparameters = _hyperparameters("torch", True, 0.01, True, False)
-        fused, pure = _run_both(host_kernel, DTYPES[dtype_name], shapes, hyperparameters,
+        fused, pure = _run_both(host_kernel, _dtype(dtype_name), shapes, hyperparameters,
                                 steps=2, grid=7, block=5)  # fmt: skip
         _assert_same_bits(fused, pure)
 
@@ -199,6 +212,7 @@ def test_grid_and_block_sizes_do_not_change_the_result(host_kernel):
         _assert_same_bits(other, results[0])
 
 
+@needs_bfloat16
 def test_bfloat16_carried_as_16_bit_integers_is_bfloat16(host_kernel):
     rng = np.random.default_rng(3)
     hyperparameters = _hyperparameters("optax", True, 0.01, False, True)
@@ -309,6 +323,7 @@ def midpoints(values: np.ndarray) -> np.ndarray:
     return ((wide[1:] + wide[:-1]) / 2).astype(np.float32)
 
 
+@needs_bfloat16
 def test_16_bit_conversions_round_to_nearest_even_like_numpy(host_kernel):
     every_16_bits = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
     for name, dtype in [("half", np.float16), ("bfloat16", BFLOAT16)]:
@@ -427,6 +442,7 @@ def fake_cupy(host_kernel, monkeypatch):
     fused_cuda._TABLES.clear()
 
 
+@needs_bfloat16
 def test_multi_tensor_step_launches_one_kernel_per_dtype(fake_cupy):
     rng = np.random.default_rng(4)
     shapes = [(3, 7), (), (0,), (70_000,)]  # the last one spans two CHUNK_SIZE chunks
@@ -565,7 +581,7 @@ gpu = pytest.mark.skipif(not fused_cuda.available(), reason="CuPy sees no CUDA d
 def test_gpu_kernel_gives_the_pure_kernels_results_on_cupy_arrays(dtype_name):
     import cupy
 
-    dtype = DTYPES[dtype_name]
+    dtype = _dtype(dtype_name)
     for partial in (0.125, 0.0, 0.3):
         for variant, amsgrad, (weight_decay, decoupled), maximize in COMBINATIONS:
             hyperparameters = _hyperparameters(variant, amsgrad, weight_decay, decoupled,
@@ -619,12 +635,12 @@ def test_gpu_kernel_on_torch_tensors_zero_copy_on_torchs_stream(dtype_name):
     with torch.cuda.stream(side_stream), torch.no_grad():
         for t in (1, 2):
             grads = [torch.randn(s, device="cuda", dtype=dtype) * 3 for s in shapes]
-            grads_host = [g.cpu().float().numpy().astype(DTYPES[dtype_name]) for g in grads]
+            grads_host = [g.cpu().float().numpy().astype(_dtype(dtype_name)) for g in grads]
             fused_cuda.multi_tensor_step(params, grads, *state, t, **hyperparameters,
                                          stream=torch.cuda.current_stream().cuda_stream)
             for k in range(len(shapes)):
                 result = padam_core.padam_step(
-                    expected[0][k].astype(DTYPES[dtype_name]), grads_host[k], expected[1][k],
+                    expected[0][k].astype(_dtype(dtype_name)), grads_host[k], expected[1][k],
                     expected[2][k], expected[3][k], t, **hyperparameters,
                 )  # fmt: skip
                 expected[0][k] = np.asarray(result[0]).astype(np.float32)
