@@ -376,6 +376,25 @@ class _HostArray:
         }  # fmt: skip
 
 
+class _TorchLike:
+    """A NumPy array seen as torch's fast path reads a CUDA tensor (data_ptr, get_device...)."""
+
+    def __init__(self, array: np.ndarray, dtype: str) -> None:
+        self.array, self.shape, self.dtype = array, array.shape, f"torch.{dtype}"
+
+    def data_ptr(self) -> int:
+        return self.array.ctypes.data
+
+    def numel(self) -> int:
+        return self.array.size
+
+    def get_device(self) -> int:
+        return 0
+
+    def is_contiguous(self) -> bool:
+        return self.array.flags.c_contiguous
+
+
 class _FakeCupy:
     """The few CuPy names multi_tensor_step uses, with kernels run by the CPU build."""
 
@@ -451,13 +470,21 @@ def test_multi_tensor_step_launches_one_kernel_per_dtype(fake_cupy):
         for dtype in (np.float32, BFLOAT16):
             params, state = _problem(rng, dtype, shapes, amsgrad)
             pure = [[a.copy() for a in params], *[[a.copy() for a in s] for s in state]]
-            typestr = "<i2" if dtype == BFLOAT16 else None  # bfloat16 bits as int16
-            device = [[_HostArray(a, typestr) for a in params],
-                      *[[_HostArray(a) for a in s] for s in state]]  # fmt: skip
+            if dtype == BFLOAT16:  # bfloat16 bits as int16, through __cuda_array_interface__
+
+                def wrap(a):
+                    return _HostArray(a, "<i2" if a.dtype == BFLOAT16 else None)
+
+            else:  # as torch tensors are read
+
+                def wrap(a):
+                    return _TorchLike(a, str(a.dtype))
+
+            device = [[wrap(a) for a in params], *[[wrap(a) for a in s] for s in state]]
             for t in (1, 2):  # the second step reuses the uploaded table
                 grads = [np.asarray(rng.normal(size=shape)).astype(dtype) for shape in shapes]
                 fused_cuda.multi_tensor_step(
-                    device[0], [_HostArray(g, typestr) for g in grads], device[1], device[2],
+                    device[0], [wrap(g) for g in grads], device[1], device[2],
                     device[3] if amsgrad else None, t, stream=0, **hyperparameters,
                 )  # fmt: skip
                 for k in range(len(shapes)):
@@ -505,7 +532,7 @@ def test_plan_rejects_bad_arrays_before_launching():
     with pytest.raises(TypeError, match=r"exp_avgs\[0\] has dtype float16"):
         fused_cuda._plan(params, params, _buffers(np.float16)[0], state, state, 1,
                          **hyperparameters)  # fmt: skip
-    with pytest.raises(TypeError, match="expected float32 for a float16 parameter"):
+    with pytest.raises(TypeError, match=r"exp_avgs\[0\] has dtype float16, expected float32"):
         half, _ = _buffers(np.float16)
         fused_cuda._plan(half, half, half, state, state, 1, **hyperparameters)
     with pytest.raises(ValueError, match=r"grads\[0\] has shape \(5,\)"):
@@ -563,7 +590,17 @@ class _TorchLikeCpuTensor:
         return True
 
 
+class _TorchLikeCpuTensorFast(_TorchLikeCpuTensor):
+    def get_device(self) -> int:  # torch's answer for a CPU tensor
+        return -1
+
+
 def test_torch_cpu_tensors_are_refused():
+    for tensor in (_TorchLikeCpuTensorFast(),):  # the one-comprehension path
+        with pytest.raises(TypeError, match="not on a CUDA device"):
+            fused_cuda.multi_tensor_step([tensor], [tensor], [tensor], [tensor], [tensor], 1,
+                                         **_hyperparameters("reference", True, 0.0, False,
+                                                            False))  # fmt: skip
     tensor = _TorchLikeCpuTensor()
     tensor.device = types_namespace(type="cpu", index=None)
     with pytest.raises(TypeError, match="not on a CUDA device"):
