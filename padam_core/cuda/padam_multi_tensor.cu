@@ -28,6 +28,11 @@
 #define PADAM_EXP2(x) exp2(x)
 #define PADAM_LOG2F(x) log2f(x)
 #define PADAM_LOG2(x) log2(x)
+#define PADAM_UNROLL _Pragma("unroll")
+#endif
+
+#ifndef PADAM_ILP
+#define PADAM_ILP 4  // elements per thread and pass
 #endif
 
 // config bits (padam_core.fused_cuda builds them)
@@ -207,16 +212,35 @@ PADAM_DEVICE void padam_multi_tensor(const long long* tensors, const long long* 
         C* max_exp_avg_sq = (C*)tensor[4];
         const long long start = chunks[2 * c + 1];
         const long long stop = start + chunk_size < tensor[5] ? start + chunk_size : tensor[5];
-        for (long long i = start + (long long)threadIdx.x; i < stop; i += blockDim.x) {
-            C theta = K::load(param[i]);
-            C m = exp_avg[i];
-            C v = exp_avg_sq[i];
-            C v_hat = amsgrad ? max_exp_avg_sq[i] : (C)0;
-            padam_element<C>(theta, K::load(grad[i]), m, v, v_hat, config, s);
-            param[i] = K::store(theta);
-            exp_avg[i] = m;
-            exp_avg_sq[i] = v;
-            if (amsgrad) max_exp_avg_sq[i] = v_hat;
+        // PADAM_ILP elements per thread and pass, all loaded before any is computed, so that
+        // each thread has 5 * PADAM_ILP loads in flight (apex's ILP); element u of a pass is
+        // blockDim.x after element u - 1, so a warp's accesses stay coalesced.
+        const long long stride = (long long)blockDim.x;
+        for (long long base = start + (long long)threadIdx.x; base < stop;
+             base += PADAM_ILP * stride) {
+            C theta[PADAM_ILP], g[PADAM_ILP], m[PADAM_ILP], v[PADAM_ILP], v_hat[PADAM_ILP];
+            PADAM_UNROLL
+            for (int u = 0; u < PADAM_ILP; ++u) {
+                const long long i = base + u * stride;
+                if (i < stop) {
+                    theta[u] = K::load(param[i]);
+                    g[u] = K::load(grad[i]);
+                    m[u] = exp_avg[i];
+                    v[u] = exp_avg_sq[i];
+                    v_hat[u] = amsgrad ? max_exp_avg_sq[i] : (C)0;
+                }
+            }
+            PADAM_UNROLL
+            for (int u = 0; u < PADAM_ILP; ++u) {
+                const long long i = base + u * stride;
+                if (i < stop) {
+                    padam_element<C>(theta[u], g[u], m[u], v[u], v_hat[u], config, s);
+                    param[i] = K::store(theta[u]);
+                    exp_avg[i] = m[u];
+                    exp_avg_sq[i] = v[u];
+                    if (amsgrad) max_exp_avg_sq[i] = v_hat[u];
+                }
+            }
         }
     }
 }

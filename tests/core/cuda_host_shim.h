@@ -29,6 +29,7 @@ static inline float padam_host_uint_as_float(unsigned int u) {
 #define PADAM_EXP2(x) exp2(x)
 #define PADAM_LOG2F(x) log2f(x)
 #define PADAM_LOG2(x) log2(x)
+#define PADAM_UNROLL
 
 struct padam_host_dim3 {
     unsigned int x, y, z;
