@@ -111,8 +111,9 @@ run_tests "fused CUDA kernel" 180 tests/core/test_fused_cuda.py
 # The canonical kernel and every core test on CuPy arrays (the xp fixture narrowed to cupy).
 PADAM_TEST_NAMESPACES=cupy run_tests "padam_core on CuPy" 150 tests/core -m "not slow" -k cupy \
   --ignore tests/core/test_fused_cuda.py
-if torch_cuda; then
-  run_tests "padam_torch on CUDA" 120 tests/torch -m "not slow" -k "cuda or fused"
+# padam_torch's fused path on CUDA tensors (its tests, where the torch-fused work has them).
+if torch_cuda && [ -f tests/torch/test_torch_fused.py ]; then
+  run_tests "padam_torch fused on CUDA" 120 tests/torch/test_torch_fused.py -m "not slow" -k cuda
 fi
 
 # ---- the GPU rows ------------------------------------------------------------------------------
