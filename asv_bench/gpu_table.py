@@ -184,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     rows += kernel_rows(int(arguments.n), rounds)
     try:
         rows += torch_rows(rounds)
-    except ImportError as error:
-        rows.append(("padam_torch on CUDA", "torch fused AMSGrad", "not available", str(error),
-                     "", ""))  # fmt: skip
+    except Exception as error:  # no torch, a broken install, no CUDA build: the rows say so
+        rows.append(("padam_torch on CUDA", "torch fused AMSGrad", "not available",
+                     f"{type(error).__name__}: {error}"[:120], "", ""))  # fmt: skip
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))
     for row in rows[1:]:
