@@ -517,6 +517,52 @@ def types_namespace(**attributes: Any) -> Any:
     return types.SimpleNamespace(**attributes)
 
 
+def _load_nvrtc() -> ctypes.CDLL | None:
+    """NVRTC (what CuPy compiles with): $PADAM_NVRTC_LIBRARY, the system's, or a pip wheel's."""
+    import glob
+    import os
+    import site
+
+    candidates = [os.environ.get("PADAM_NVRTC_LIBRARY", "")]
+    candidates += ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"]
+    for root in [*site.getsitepackages(), site.getusersitepackages()]:
+        candidates += sorted(glob.glob(f"{root}/nvidia/cu*/lib/libnvrtc.so*"))
+        candidates += sorted(glob.glob(f"{root}/nvidia/cuda_nvrtc/lib/libnvrtc.so*"))
+    for candidate in candidates:
+        if candidate and "builtins" not in candidate:
+            try:
+                return ctypes.CDLL(candidate)
+            except OSError:
+                continue
+    return None
+
+
+def test_cuda_source_compiles_with_nvrtc():
+    """Where NVRTC is installed (no GPU needed): it compiles the source with our options."""
+    nvrtc = _load_nvrtc()
+    if nvrtc is None:
+        pytest.skip("NVRTC is not installed (PADAM_NVRTC_LIBRARY names a libnvrtc.so)")
+    program = ctypes.c_void_p()
+    source = fused_cuda.kernel_source().encode()
+    assert nvrtc.nvrtcCreateProgram(ctypes.byref(program), source, b"padam_multi_tensor.cu",
+                                    0, None, None) == 0  # fmt: skip
+    options = [o.encode() for o in (*fused_cuda.NVRTC_OPTIONS, "-arch=compute_80")]
+    result = nvrtc.nvrtcCompileProgram(program, len(options),
+                                       (ctypes.c_char_p * len(options))(*options))  # fmt: skip
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(program, log)
+    assert result == 0, log.value.decode()
+    nvrtc.nvrtcGetPTXSize(program, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetPTX(program, ptx)
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+    for kind in DTYPES:
+        assert f".entry padam_multi_tensor_{kind}(" in ptx.value.decode()
+    assert "warning" not in log.value.decode().lower(), log.value.decode()
+
+
 # ---- checks before launching (no GPU needed) -------------------------------------------------
 
 
