@@ -35,6 +35,19 @@ DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16,
 needs_bfloat16 = pytest.mark.skipif(ml_dtypes is None, reason="ml_dtypes is not installed")
 
 
+def _pure_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, **hyperparameters):
+    """padam_core.padam_step; bfloat16 through its definition (SPEC, Precision): the float32
+    computation from the same values, the parameter rounded once. NumPy's bfloat16 comes from
+    ml_dtypes, which not every version of the kernel's dtype checks accepts."""
+    if BFLOAT16 is None or np.asarray(param).dtype != BFLOAT16:
+        return padam_core.padam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step,
+                                     **hyperparameters)  # fmt: skip
+    result = padam_core.padam_step(np.asarray(param).astype(np.float32), grad.astype(np.float32),
+                                   exp_avg, exp_avg_sq, max_exp_avg_sq, step,
+                                   **hyperparameters)  # fmt: skip
+    return result._replace(param=np.asarray(result.param).astype(BFLOAT16))
+
+
 def _dtype(name: str) -> Any:
     """The NumPy dtype called ``name``; skips the test for bfloat16 without ml_dtypes."""
     if DTYPES[name] is None:
@@ -142,7 +155,7 @@ def _run_both(lib, dtype, shapes, hyperparameters, steps=4, seed=0, grid=3, bloc
         _host_step(lib, fused[0], grads, fused[1], fused[2], fused[3], t, grid=grid, block=block,
                    **hyperparameters)  # fmt: skip
         for k in range(len(shapes)):
-            result = padam_core.padam_step(pure[0][k], grads[k], pure[1][k], pure[2][k],
+            result = _pure_step(pure[0][k], grads[k], pure[1][k], pure[2][k],
                                            pure[3][k], t, **hyperparameters)  # fmt: skip
             for which in range(4):
                 pure[which][k] = result[which]
@@ -219,7 +232,7 @@ def test_bfloat16_carried_as_16_bit_integers_is_bfloat16(host_kernel):
     theta = rng.normal(size=50).astype(BFLOAT16)
     grad = rng.normal(size=50).astype(BFLOAT16)
     state = [np.zeros(50, np.float32) for _ in range(3)]
-    expected = padam_core.padam_step(theta, grad, *state, 1, **hyperparameters)
+    expected = _pure_step(theta, grad, *state, 1, **hyperparameters)
     for carrier in (np.int16, np.uint16):
         ours = [theta.copy().view(carrier), *[s.copy() for s in state]]
         _host_step(host_kernel, [ours[0]], [grad.view(carrier)], [ours[1]], [ours[2]],
@@ -300,7 +313,7 @@ def test_overflowing_gradients_saturate_to_finite_state(host_kernel, dtype):
         pure = [theta.copy(), *[s.copy() for s in state]]
         with np.errstate(over="ignore", invalid="ignore"):
             for t in (1, 2):
-                pure = list(padam_core.padam_step(pure[0], grads, *pure[1:3],
+                pure = list(_pure_step(pure[0], grads, *pure[1:3],
                                                   pure[3] if amsgrad else None, t,
                                                   **hyperparameters))  # fmt: skip
         if all(np.all(np.isfinite(a)) for a in pure if a is not None):
@@ -488,7 +501,7 @@ def test_multi_tensor_step_launches_one_kernel_per_dtype(fake_cupy):
                     device[3] if amsgrad else None, t, stream=0, **hyperparameters,
                 )  # fmt: skip
                 for k in range(len(shapes)):
-                    result = padam_core.padam_step(
+                    result = _pure_step(
                         pure[0][k], grads[k], pure[1][k], pure[2][k],
                         pure[3][k] if amsgrad else None, t, **hyperparameters,
                     )  # fmt: skip
@@ -682,7 +695,7 @@ def test_gpu_kernel_gives_the_pure_kernels_results_on_cupy_arrays(dtype_name):
                 fused_cuda.multi_tensor_step(ours[0], [cupy.asarray(g) for g in grads],
                                              *ours[1:], t, **hyperparameters)  # fmt: skip
                 for k in range(len(SHAPES)):
-                    result = padam_core.padam_step(pure[0][k], grads[k], pure[1][k],
+                    result = _pure_step(pure[0][k], grads[k], pure[1][k],
                                                    pure[2][k], pure[3][k], t, **hyperparameters)
                     for which in range(4):
                         pure[which][k] = result[which]
@@ -722,7 +735,7 @@ def test_gpu_kernel_on_torch_tensors_zero_copy_on_torchs_stream(dtype_name):
             fused_cuda.multi_tensor_step(params, grads, *state, t, **hyperparameters,
                                          stream=torch.cuda.current_stream().cuda_stream)
             for k in range(len(shapes)):
-                result = padam_core.padam_step(
+                result = _pure_step(
                     expected[0][k].astype(_dtype(dtype_name)), grads_host[k], expected[1][k],
                     expected[2][k], expected[3][k], t, **hyperparameters,
                 )  # fmt: skip
