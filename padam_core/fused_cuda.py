@@ -35,7 +35,8 @@ must be C-contiguous, on one device. bfloat16 parameters may also come as int16/
 their bits (as CuPy and the array interface, which have no bfloat16, carry them). ``stream``
 is a CUDA stream handle (int, e.g. ``torch.cuda.current_stream().cuda_stream``), a CuPy stream,
 or an object with ``.cuda_stream``; None means CuPy's current stream. The call is
-asynchronous on that stream, as any CUDA launch.
+asynchronous on that stream, as any CUDA launch; the caller orders it after the work that
+produced the arrays (the ``stream`` entry of ``__cuda_array_interface__`` is not waited on).
 
 CuPy is imported lazily: this module imports without it, and :func:`available` says whether a
 GPU can be used.
