@@ -137,8 +137,9 @@ def keras_legs(jobs: list[dict], workdir: Path, *, backend: str) -> list[list[np
     environment.update(
         KERAS_BACKEND=backend,
         TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "adapters"),
-                                    environment.get("PYTHONPATH", "")]),  # fmt: skip
+        PYTHONPATH=os.pathsep.join(
+            [str(ROOT), str(ROOT / "adapters"), environment.get("PYTHONPATH", "")]
+        ),
     )
     completed = subprocess.run(
         [sys.executable, "-m", "tests.conformance.handoff", str(job_file)],

@@ -69,8 +69,9 @@ def test_torch_jax_keras_torch_chain_matches_the_torch_run(tmp_path):
         config = CONFIGS[variant]
         first = tmp_path / f"{variant}_torch.safetensors"
         after_torch = handoff.torch_leg(params, grads[:25], config, save=first)
+        second = tmp_path / f"{variant}_jax.safetensors"
         after_jax[variant] = handoff.jax_leg(after_torch, grads[25:50], config, load=first,
-                                             save=tmp_path / f"{variant}_jax.safetensors")  # fmt: skip
+                                             save=second)  # fmt: skip
     jobs = [
         {"params": after_jax[variant], "grads": grads[50:75], "config": CONFIGS[variant],
          "load": tmp_path / f"{variant}_jax.safetensors",
