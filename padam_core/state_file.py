@@ -16,7 +16,7 @@ tensor                         dtype                      meaning
 
 and string metadata: ``format``, ``format_version``, ``count`` (n), ``names`` (JSON list, for
 error messages), ``variant``, ``amsgrad`` (``"true"``/``"false"``), ``hyperparameters`` (JSON,
-recorded only), ``writer`` and ``sha256`` (of every tensor's bytes, in sorted key order).
+recorded only), ``writer`` and ``sha256`` (of every tensor and the rest of the metadata).
 
 :func:`read_state_file` checks everything before it returns, so an adapter that calls it before
 assigning anything applies a file all or nothing. Checked: the file is complete and its header
@@ -117,10 +117,16 @@ def _v_hat_meaning(variant: str) -> str:
     return "max of v / (1 - b2^t)" if variant == "optax" else "max of v"
 
 
-def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
+def _checksum(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> str:
+    """sha256 of every tensor (key, dtype, shape, bytes; sorted by key) and of the metadata but
+    this checksum, so a flipped byte anywhere in the file is found."""
     digest = hashlib.sha256()
     for key in sorted(arrays):
-        digest.update(np.ascontiguousarray(arrays[key]).reshape(-1).view(np.uint8).data)
+        array = np.asarray(arrays[key])
+        digest.update(json.dumps([key, array.dtype.name, list(array.shape)]).encode())
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+    rest = {key: value for key, value in metadata.items() if key != "sha256"}
+    digest.update(json.dumps(rest, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -207,8 +213,8 @@ def write_state_file(
         "amsgrad": "true" if amsgrad else "false",
         "hyperparameters": json.dumps(dict(hyperparameters or {}), default=repr),
         "writer": writer,
-        "sha256": _checksum(tensors),
     }
+    metadata["sha256"] = _checksum(tensors, metadata)
     _write_atomically(path, tensors, metadata)
 
 
@@ -239,10 +245,13 @@ def _parse(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     truncated or extended file is refused, and bfloat16 reads as ml_dtypes' bfloat16.
     """
     if len(data) < 8:
-        raise ValueError(f"the file has {len(data)} bytes, too short for a safetensors header")
+        raise ValueError(f"the file has {len(data)} bytes, too short for a header (truncated)")
     (header_size,) = struct.unpack("<Q", data[:8])
     if header_size > min(_MAX_HEADER_BYTES, len(data) - 8):
-        raise ValueError(f"the header claims {header_size} bytes, the file has {len(data)}")
+        raise ValueError(
+            f"the header claims {header_size} bytes, the file has {len(data)} (truncated or "
+            "corrupted)"
+        )
     try:
         header = json.loads(data[8 : 8 + header_size].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -332,7 +341,7 @@ def _read(
             f"format version {metadata.get('format_version')!r}; this reader reads version "
             f"{FORMAT_VERSION} only"
         )
-    if metadata.get("sha256") != _checksum(arrays):
+    if metadata.get("sha256") != _checksum(arrays, metadata):
         raise _ProblemError("the checksum does not match the tensors (corrupted file)")
     try:
         count = int(metadata["count"])
