@@ -68,13 +68,14 @@ def _to_numpy(tensor: Tensor) -> np.ndarray:
     return tensor.numpy().copy()
 
 
-def _from_numpy(array: np.ndarray, like: Tensor) -> Tensor:
-    """A tensor with ``array``'s values and ``like``'s device, dtype and memory format."""
+def _from_numpy(array: np.ndarray, param: Tensor) -> Tensor:
+    """A state tensor with ``array``'s values, ``param``'s device and memory format."""
     if array.dtype.name == "bfloat16":
         source = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
     else:
         source = torch.from_numpy(array)
-    return torch.empty_like(like, memory_format=torch.preserve_format).copy_(source)
+    state = torch.empty_like(param, dtype=_state_dtype(param), memory_format=torch.preserve_format)
+    return state.copy_(source)
 
 
 def save_state(path: str | os.PathLike[str], optimizer: Padam) -> None:
@@ -135,9 +136,8 @@ def load_state(path: str | os.PathLike[str], optimizer: Padam) -> None:
     loaded = read_state_file(path, expected=specs, variant=variant, amsgrad=amsgrad)
     new_states = []
     for index, (_, param, group) in enumerate(entries):
-        like = torch.empty_like(param, dtype=_state_dtype(param))
         state: dict[str, Any] = {
-            moment: _from_numpy(getattr(loaded, moment)[index], like)
+            moment: _from_numpy(getattr(loaded, moment)[index], param)
             for moment in MOMENTS
             if getattr(loaded, moment) is not None
         }
