@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import math
+import mmap
 import os
 import struct
 import tempfile
@@ -238,7 +239,7 @@ def _write_atomically(path: Path, tensors: dict[str, np.ndarray], metadata: dict
         raise
 
 
-def _parse(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _parse(data: bytes | mmap.mmap) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Tensors and metadata of a safetensors buffer; ``ValueError`` saying what is wrong.
 
     Stricter than safetensors' own reader: every data byte belongs to exactly one tensor, so a
@@ -329,11 +330,19 @@ def _read(
     variant: str | None,
     amsgrad: bool | None,
 ) -> StateFile:
-    data = path.read_bytes()
-    try:
-        arrays, metadata = _parse(data)
-    except ValueError as error:
-        raise _ProblemError(str(error)) from None
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        # Mapped, not read: the tensors are copied out once, so the file is never in memory twice.
+        data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        try:
+            arrays, metadata = _parse(data)
+        except ValueError as error:
+            raise _ProblemError(str(error)) from None
+        finally:
+            if isinstance(data, mmap.mmap):
+                # An error's traceback may still hold a view of the map: then the GC closes it.
+                with contextlib.suppress(BufferError):
+                    data.close()
     if metadata.get("format") != FORMAT:
         raise _ProblemError(f"not a {FORMAT} file (format {metadata.get('format')!r})")
     if metadata.get("format_version") != str(FORMAT_VERSION):
