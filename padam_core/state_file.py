@@ -190,10 +190,13 @@ def write_state_file(
         raise ValueError(f"Invalid variant value: {variant!r} (expected one of {VARIANTS})")
     if amsgrad != (max_exp_avg_sq is not None):
         raise ValueError("max_exp_avg_sq must be given exactly when amsgrad=True")
-    arrays_of = {"exp_avg": list(exp_avg), "exp_avg_sq": list(exp_avg_sq)}
-    arrays_of["max_exp_avg_sq"] = list(max_exp_avg_sq) if max_exp_avg_sq is not None else None
-    moments = {m: [np.asarray(a) for a in arrays] if arrays is not None else None
-               for m, arrays in arrays_of.items()}  # fmt: skip
+    moments = {
+        "exp_avg": [np.asarray(a) for a in exp_avg],
+        "exp_avg_sq": [np.asarray(a) for a in exp_avg_sq],
+        "max_exp_avg_sq": None
+        if max_exp_avg_sq is None
+        else [np.asarray(a) for a in max_exp_avg_sq],
+    }
     if len(names) != len(moments["exp_avg"]):
         raise ValueError(f"{len(names)} names for {len(moments['exp_avg'])} parameters")
     problem = _check_state(step, moments, len(names))
