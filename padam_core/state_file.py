@@ -240,6 +240,12 @@ def _write_atomically(path: Path, tensors: dict[str, np.ndarray], metadata: dict
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    with contextlib.suppress(OSError):  # the rename itself, where a directory can be opened
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 def _parse(data: bytes | mmap.mmap) -> tuple[dict[str, np.ndarray], dict[str, str]]:
