@@ -34,6 +34,7 @@ from padam_core.hyperparameters import (
     validate_hyperparameters,
 )
 from padam_core.kernel import padam_step
+from padam_core.state_file import TensorSpec, read_state_file, write_state_file
 
 __all__ = ["Padam"]
 
@@ -225,7 +226,21 @@ class Padam:
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state to ``path`` (``.npz``, or ``.safetensors`` by suffix), without pickle."""
+        """Write the state to ``path`` without pickle: a ``.safetensors`` path gets the state
+        file every adapter reads (``docs/state-format.md``), any other path ``.npz``."""
+        if str(path).endswith(".safetensors"):
+            moments = {
+                moment: None if arrays is None else [_to_host(arrays[name]) for name in self._names]
+                for moment in _MOMENTS
+                for arrays in [getattr(self.state, moment)]
+            }
+            lr = self.lr if not callable(self.lr) else repr(self.lr)
+            write_state_file(path, step=self.count, **moments, names=self._names,
+                             variant=self.hyperparameters["variant"],
+                             amsgrad=self.hyperparameters["amsgrad"],
+                             hyperparameters={"lr": lr, **self.hyperparameters},
+                             writer="padam_core.Padam")  # fmt: skip
+            return
         meta = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
@@ -236,6 +251,19 @@ class Padam:
     def load(self, path: str | os.PathLike[str]) -> None:
         """Read a state written by :meth:`save`; a file that does not fit raises ``ValueError``
         and leaves the optimizer as it was."""
+        if str(path).endswith(".safetensors"):
+            specs = [TensorSpec(name, tuple(self._params[name].shape),
+                                self.state.exp_avg_sq[name].dtype, self.state.exp_avg[name].dtype)
+                     for name in self._names]  # fmt: skip
+            loaded = read_state_file(path, expected=specs,
+                                     variant=self.hyperparameters["variant"],
+                                     amsgrad=self.hyperparameters["amsgrad"])  # fmt: skip
+            flat = {"step": np.asarray(loaded.step, dtype=np.int64)}
+            for moment in _MOMENTS:
+                for name, array in zip(self._names, getattr(loaded, moment) or (), strict=False):
+                    flat[f"{moment}/{name}"] = array
+            self.load_state_dict(flat)
+            return
         flat, meta = load_arrays(path)
         if meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION:
             raise ValueError(

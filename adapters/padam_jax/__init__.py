@@ -8,11 +8,22 @@
 ``count``, ``mu``, ``nu``, ``nu_max``) and :func:`padam` the alias that adds the learning rate and
 weight decay. The arithmetic is :func:`padam_core.padam_step` run through ``jax.numpy``, so the
 numbers equal the other padam adapters'. :func:`state_to_arrays` / :func:`state_from_arrays`
-write and read optimizer states without pickle.
+write and read optimizer states without pickle; :func:`save_state` / :func:`load_state` write
+and read the Padam state file that padam_torch, padam_keras and padam_core share
+(``docs/state-format.md``).
 """
 
 from padam_jax.alias import padam
 from padam_jax.checkpoint import state_from_arrays, state_to_arrays
+from padam_jax.state_file import load_state, save_state
 from padam_jax.transform import ScaleByPadamState, scale_by_padam
 
-__all__ = ["ScaleByPadamState", "padam", "scale_by_padam", "state_from_arrays", "state_to_arrays"]
+__all__ = [
+    "ScaleByPadamState",
+    "load_state",
+    "padam",
+    "save_state",
+    "scale_by_padam",
+    "state_from_arrays",
+    "state_to_arrays",
+]
