@@ -39,15 +39,22 @@ Numerics decisions, made here once for every framework:
 * ``x^(2p)`` for p in {1/2, 1/4, 1/8, 1/16} is a chain of square roots (a general ``pow`` costs
   5-10x a square root on a CPU); p = 0 gives exactly 1; other p use ``pow``. The chain is only
   taken when ``partial`` is a Python number; a traced ``partial`` uses ``pow``.
+* Saturation instead of overflow: the effective gradient (after maximize and coupled L2 decay)
+  is clipped to [-finfo.max, finfo.max] of the compute dtype, and v (after its update) and the
+  value that enters the running max (v, or v / bc2 for ``optax``) to at most finfo.max. A finite
+  gradient therefore always gives a finite state and a finite parameter, the same on every path
+  (torch's foreach path and the fused kernels do exactly these clips), and every state the
+  optimizer reaches can be saved and loaded. Without overflow the clips change no bit. (For a
+  complex parameter only v is clipped.)
 * Complex parameters: the raw array API convention is v from |g|^2 = re(g)^2 + im(g)^2 (never
   g * g), with v and v_hat real. torch's adapter instead treats real and imaginary parts as
   separate parameters, as torch does.
 
 Namespace contract: besides the operators ``+ - * /`` and unary ``-`` on arrays and Python
 scalars, the kernel uses only these functions of the namespace ``xp``: ``asarray``, ``astype``,
-``sqrt``, ``pow``, ``maximum``, ``expm1``, ``log``, ``real``, ``imag``, ``isdtype`` and the dtype
-objects ``float32``, ``float64``, ``complex64``, ``complex128`` (``float16``/``bfloat16`` where the
-namespace has them). A shim exposing these can run the kernel on another array library.
+``sqrt``, ``pow``, ``maximum``, ``clip``, ``expm1``, ``log``, ``real``, ``imag``, ``isdtype`` and
+the dtype objects ``float32``, ``float64``, ``complex64``, ``complex128`` (``float16``/``bfloat16``
+where the namespace has them). A shim exposing these can run the kernel on another array library.
 
 References: Chen, Zhou, Tang, Yang, Cao, Gu, "Closing the Generalization Gap of Adaptive Gradient
 Methods in Training Deep Neural Networks", arXiv:1806.06763 (IJCAI 2020); Reddi, Kale, Kumar, "On
@@ -58,6 +65,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
@@ -154,6 +162,14 @@ def partial_power(root: Array, partial: Scalar, *, xp: Any) -> Array | float:
     return xp.pow(root, 2.0 * partial)
 
 
+_FLOAT32_MAX = 3.4028234663852886e38  # finfo(float32).max, exact in float32
+
+
+def _finfo_max(real_dtype: Any, *, xp: Any) -> float:
+    """finfo.max of a compute dtype (float32 or float64), as a Python float."""
+    return sys.float_info.max if real_dtype == xp.float64 else _FLOAT32_MAX
+
+
 def _sqrt_scalar(value: Scalar, *, xp: Any) -> Scalar:
     return math.sqrt(value) if _is_python_number(value) else xp.sqrt(value)
 
@@ -231,13 +247,17 @@ def padam_step(
             theta = theta * (1.0 - lr * weight_decay)
         else:
             g = g + weight_decay * theta
+    # Saturation (module docstring): clip the effective gradient, v, and what enters the max.
+    largest = _finfo_max(real_dtype, xp=xp)
+    if not xp.isdtype(g.dtype, "complex floating"):
+        g = xp.clip(g, min=-largest, max=largest)
 
     m = b1 * m + (1.0 - b1) * g
-    v = b2 * v + (1.0 - b2) * _abs_squared(g, xp=xp)
+    v = xp.clip(b2 * v + (1.0 - b2) * _abs_squared(g, xp=xp), max=largest)
     bc1 = bias_correction(b1, step, xp=xp, dtype=real_dtype)
     bc2 = bias_correction(b2, step, xp=xp, dtype=real_dtype)
 
-    second = v / bc2 if variant == "optax" else v
+    second = xp.clip(v / bc2, max=largest) if variant == "optax" else v
     if amsgrad:
         v_hat = xp.maximum(xp.astype(max_exp_avg_sq, real_dtype, copy=False), second)
     else:

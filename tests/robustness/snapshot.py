@@ -101,7 +101,7 @@ def assert_unchanged_on_error(
     before = snapshot(*objects)
     try:
         result = call()
-    except Exception as error:  # noqa: BLE001 - any rejection must leave the state alone
+    except Exception as error:  # any rejection must leave the state alone
         after = snapshot(*objects)
         assert [path for path, _ in after] == [path for path, _ in before], "state changed shape"
         changed = [p for (p, a), (_, b) in zip(before, after, strict=True) if a != b]

@@ -87,3 +87,65 @@ def test_cause7_smallest_eps_gives_no_nan_for_a_zero_gradient():
     state = padam_core.init([np.ones(2)])
     new, _ = padam_core.update([np.zeros(2)], state, [np.ones(2)], eps=math.ulp(0.0))
     np.testing.assert_array_equal(new[0], np.ones(2))
+
+
+# ---- cause 6: a large finite gradient -------------------------------------------------------
+
+SATURATING = [
+    pytest.param(1.0, 1e30, 0.0, id="huge-gradient"),
+    pytest.param(1.0, -3e38, 0.0, id="largest-gradient"),
+    pytest.param(3e38, 1.0, 1.0, id="coupled-decay-overflow"),
+]
+
+
+@pytest.mark.parametrize("variant", padam_core.VARIANTS)
+@pytest.mark.parametrize(("theta", "grad", "weight_decay"), SATURATING)
+def test_cause6_finite_gradients_give_finite_state_that_saves_and_loads(
+    tmp_path, variant, theta, grad, weight_decay
+):
+    params = [np.array([theta, 1.0], np.float32)]
+    optimizer = padam_core.Padam(params, lr=0.1, weight_decay=weight_decay, variant=variant,
+                                 fused=False)  # fmt: skip
+    for _ in range(3):
+        optimizer.step([np.array([grad, 0.5], np.float32)])
+    assert np.isfinite(params[0]).all()
+    flat = optimizer.state_dict()
+    assert all(np.isfinite(value).all() for value in flat.values())
+    # The kernel saturates at finfo(float32).max: v_hat is exactly that, not inf.
+    assert flat["max_exp_avg_sq/0"][0] == np.finfo(np.float32).max
+    optimizer.save(tmp_path / "state.npz")
+    again = padam_core.Padam([params[0].copy()], variant=variant, fused=False)
+    again.load(tmp_path / "state.npz")
+    assert again.count == 3
+
+
+@pytest.mark.parametrize("variant", padam_core.VARIANTS)
+@pytest.mark.parametrize(("theta", "grad", "weight_decay"), SATURATING)
+def test_cause6_the_kernel_and_both_torch_paths_agree(variant, theta, grad, weight_decay):
+    torch = pytest.importorskip("torch")
+    from padam_torch import Padam
+
+    results = []
+    for foreach in (True, False):
+        w = torch.nn.Parameter(torch.tensor([theta, 1.0], dtype=torch.float32))
+        optimizer = Padam([w], lr=0.1, weight_decay=weight_decay, variant=variant,
+                          foreach=foreach)  # fmt: skip
+        for _ in range(3):
+            w.grad = torch.tensor([grad, 0.5], dtype=torch.float32)
+            optimizer.step()
+        state = optimizer.state[w]
+        results.append([w.detach().numpy().copy()]
+                       + [state[k].numpy().copy() for k in ("exp_avg", "exp_avg_sq",
+                                                            "max_exp_avg_sq")])  # fmt: skip
+    params = [np.array([theta, 1.0], np.float32)]
+    state = padam_core.init(params)
+    with np.errstate(over="ignore"):
+        for _ in range(3):
+            params, state = padam_core.update([np.array([grad, 0.5], np.float32)], state, params,
+                                              lr=0.1, weight_decay=weight_decay,
+                                              variant=variant)  # fmt: skip
+    results.append([params[0], state.exp_avg[0], state.exp_avg_sq[0], state.max_exp_avg_sq[0]])
+    for result in results:
+        assert all(np.isfinite(array).all() for array in result)
+        for array, expected in zip(result, results[-1], strict=True):
+            np.testing.assert_allclose(array, expected, rtol=2e-6)
