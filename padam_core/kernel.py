@@ -181,6 +181,31 @@ def _abs_squared(g: Array, *, xp: Any) -> Array:
     return g * g
 
 
+_INEXACT = ("real floating", "complex floating")
+
+
+def _check_arrays(param: Array, grad: Array, *state: Array | None, xp: Any) -> None:
+    """Shapes equal (no broadcasting) and floating dtypes: static facts, fine under ``jit``."""
+    shape = tuple(param.shape)
+    for name, array in zip(("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                           (param, grad, *state), strict=True):  # fmt: skip
+        if array is None:
+            continue
+        if not xp.isdtype(array.dtype, _INEXACT):
+            raise ValueError(
+                f"padam_step: {name} has dtype {array.dtype} (expected a floating dtype; "
+                "integer and bool arrays would be truncated)"
+            )
+        other = tuple(array.shape)
+        # None: a dimension a graph tracer (TensorFlow) does not know yet.
+        if len(other) != len(shape) or any(
+            a is not None and b is not None and a != b for a, b in zip(other, shape, strict=True)
+        ):
+            raise ValueError(
+                f"padam_step: {name} has shape {other}, param has {shape} (no broadcasting)"
+            )
+
+
 def padam_step(
     param: Array,
     grad: Array,
@@ -227,6 +252,7 @@ def padam_step(
         raise ValueError(f"Invalid variant value: {variant!r} (expected one of {VARIANTS})")
     if amsgrad and max_exp_avg_sq is None:
         raise ValueError("amsgrad=True needs max_exp_avg_sq (the running max), got None")
+    _check_arrays(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, xp=xp)
     dtype = compute_dtype(param.dtype, xp=xp)
     real_dtype = _real_dtype(dtype, xp=xp)
 

@@ -149,3 +149,82 @@ def test_cause6_the_kernel_and_both_torch_paths_agree(variant, theta, grad, weig
         assert all(np.isfinite(array).all() for array in result)
         for array, expected in zip(result, results[-1], strict=True):
             np.testing.assert_allclose(array, expected, rtol=2e-6)
+
+
+# ---- cause 3: padam_core.Padam.step is all-or-nothing ---------------------------------------
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_cause3_a_read_only_second_array_changes_nothing(fused):
+    first, second = np.ones(3), np.ones(2)
+    second.flags.writeable = False
+    optimizer = padam_core.Padam([first, second], fused=fused)
+    error = assert_unchanged_on_error(
+        lambda: optimizer.step([np.full(3, 0.5), np.full(2, 0.5)]), optimizer, first
+    )
+    assert isinstance(error, ValueError) and "'1' is read-only" in str(error)
+    assert optimizer.count == 0
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_cause3_a_hyperparameter_that_fails_late_changes_nothing(fused):
+    optimizer = padam_core.Padam({"a": np.ones(3), "b": np.ones(2)}, fused=fused)
+    optimizer.hyperparameters["eps"] = "1e-8"  # a public dict, changed after construction
+    assert_unchanged_on_error(
+        lambda: optimizer.step({"a": np.ones(3), "b": np.ones(2)}), optimizer, match="eps"
+    )
+    optimizer.hyperparameters["eps"] = 1e-8
+    optimizer.lr = lambda step: -1.0  # a schedule gone wrong
+    assert_unchanged_on_error(
+        lambda: optimizer.step({"a": np.ones(3), "b": np.ones(2)}), optimizer, match="lr"
+    )
+    assert optimizer.count == 0 and not optimizer.state.exp_avg["a"].any()
+
+
+# ---- cause 4: load_state_dict keeps the caller's arrays -------------------------------------
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_cause4_a_loaded_snapshot_is_never_written(fused):
+    params = [np.ones(4, np.float32)]
+    optimizer = padam_core.Padam(params, fused=fused)
+    optimizer.step([np.full(4, 0.5, np.float32)])
+    snapshot = optimizer.state_dict()
+    kept = {key: value.copy() for key, value in snapshot.items()}
+    optimizer.load_state_dict(snapshot)
+    optimizer.step([np.full(4, 0.25, np.float32)])
+    for key, value in kept.items():
+        np.testing.assert_array_equal(snapshot[key], value)
+
+
+# ---- cause 9: arrays --------------------------------------------------------------------------
+
+
+def test_cause9_no_broadcasting_of_a_gradient_into_a_parameter():
+    state = padam_core.init([np.ones(1)])
+    with pytest.raises(ValueError, match=r"grad has shape \(5,\), param has \(1,\)"):
+        padam_core.update([np.ones(5)], state, [np.ones(1)])
+    with pytest.raises(ValueError, match="no broadcasting"):
+        padam_core.padam_step(np.ones(1), np.ones(5), np.zeros(1), np.zeros(1), np.zeros(1), 1)
+    with pytest.raises(ValueError, match="exp_avg has shape"):
+        padam_core.padam_step(np.ones(3), np.ones(3), np.zeros(1), np.zeros(3), np.zeros(3), 1)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.uint8])
+def test_cause9_integer_and_bool_parameters_are_rejected(dtype):
+    param = np.array([10, 20]).astype(dtype)
+    with pytest.raises(ValueError, match="floating dtype"):
+        padam_core.Padam([param])
+    state = padam_core.PadamState(0, [np.zeros(2)], [np.zeros(2)], [np.zeros(2)])
+    with pytest.raises(ValueError, match="floating dtype"):
+        padam_core.update([np.ones(2)], state, [param])
+    np.testing.assert_array_equal(param, np.array([10, 20]).astype(dtype))
+
+
+def test_cause9_the_same_array_registered_twice_is_rejected():
+    weight = np.ones(3)
+    with pytest.raises(ValueError, match="same array"):
+        padam_core.Padam([weight, weight])
+    with pytest.raises(ValueError, match="same array"):
+        padam_core.Padam({"a": weight, "b": weight[...]})
+    padam_core.Padam([weight[:2], weight[1:]])  # distinct views are distinct parameters
