@@ -280,7 +280,13 @@ class Padam:
     def load(self, path: str | os.PathLike[str]) -> None:
         """Read a state written by :meth:`save`; a file that does not fit raises ``ValueError``
         and leaves the optimizer as it was."""
-        flat, meta = load_arrays(path)
+        expected = {"step": 8} | {
+            f"{moment}/{name}": int(arrays[name].nbytes)
+            for moment in _MOMENTS
+            if (arrays := getattr(self.state, moment)) is not None
+            for name in self._names
+        }
+        flat, meta = load_arrays(path, expected=expected)
         if meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION:
             raise ValueError(
                 f"'{path}' is not a {_FORMAT} state file (version {_FORMAT_VERSION}): "

@@ -228,3 +228,66 @@ def test_cause9_the_same_array_registered_twice_is_rejected():
     with pytest.raises(ValueError, match="same array"):
         padam_core.Padam({"a": weight, "b": weight[...]})
     padam_core.Padam([weight[:2], weight[1:]])  # distinct views are distinct parameters
+
+
+# ---- cause 10: files ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_cause10_save_never_follows_a_planted_symlink_and_leaves_no_temporary(tmp_path, suffix):
+    pytest.importorskip("safetensors")
+    optimizer = padam_core.Padam([np.ones(3)], fused=False)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    target = tmp_path / f"state{suffix}"
+    (tmp_path / f"state{suffix}.tmp").symlink_to(victim)  # the old fixed temporary name
+    optimizer.save(target)
+    assert victim.read_bytes() == b"precious"
+    again = padam_core.Padam([np.ones(3)], fused=False)
+    again.load(target)
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"victim", target.name, f"state{suffix}.tmp"}
+    assert not leftovers
+
+
+def test_cause10_a_failing_save_removes_its_temporary_file(tmp_path):
+    from padam_core.checkpoint import save_arrays
+
+    with pytest.raises(ValueError, match="pickle"):  # never written with pickle
+        save_arrays(tmp_path / "state.npz", {"x": np.array([object()])}, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cause10_concurrent_saves_do_not_collide(tmp_path):
+    import threading
+
+    optimizer = padam_core.Padam([np.ones(1000)], fused=False)
+    errors = []
+
+    def save():
+        try:
+            for _ in range(10):
+                optimizer.save(tmp_path / "state.npz")
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=save) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert [p.name for p in tmp_path.iterdir()] == ["state.npz"]
+
+
+def test_cause10_load_checks_sizes_before_inflating(tmp_path):
+    import zipfile
+
+    bomb = tmp_path / "bomb.npz"
+    header = b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("step.npy", header + b"\x00" * (200 << 20))  # 200 MiB of zeros
+    assert bomb.stat().st_size < 1 << 20
+    optimizer = padam_core.Padam([np.ones(3)], fused=False)
+    error = assert_unchanged_on_error(lambda: optimizer.load(bomb), optimizer)
+    assert isinstance(error, ValueError) and "bomb.npz" in str(error)
+    assert "inflates to" in str(error)
