@@ -71,7 +71,9 @@ def padam(
     # foreach path would read an unknown variant as "optax", so at least that is checked here.
     validate_hyperparameters(variant=variant, amsgrad=amsgrad)
     if foreach is None:
-        foreach = _default_foreach(params, differentiable)
+        # Tensor betas only work on the single-tensor path: pick it rather than fail.
+        tensor_betas = isinstance(beta1, Tensor) or isinstance(beta2, Tensor)
+        foreach = False if tensor_betas else _default_foreach(params, differentiable)
     if foreach and torch.jit.is_scripting():
         raise RuntimeError("torch.jit.script not supported with foreach optimizers")
     implementation = _multi_tensor_padam if foreach else _single_tensor_padam

@@ -66,9 +66,13 @@ def _plain_number(value: Any, name: str) -> Any:
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"Tensor {name} must be 1-element, got shape {tuple(value.shape)}")
-        if torch.compiler.is_compiling() or value.requires_grad:
-            return value  # left unchecked, as padam_core does for traced values
-        return value.item()
+        if value.dtype == torch.bool or value.is_complex():
+            raise ValueError(
+                f"Invalid {name} value: a {value.dtype} tensor (expected a real number)"
+            )
+        if torch.compiler.is_compiling():
+            return value  # traced: padam_core checks its dtype, not its range
+        return value.detach().item()
     return value
 
 
@@ -94,7 +98,13 @@ def _validate_group(group: Mapping[str, Any]) -> None:
     for flag in ("amsgrad", "decoupled_weight_decay", "maximize", "variant"):
         if flag in group:
             values[flag] = group[flag]
-    validate_hyperparameters(names=_ARGUMENT_NAMES, **values)
+    validate_hyperparameters(
+        names=_ARGUMENT_NAMES, traced=True if torch.compiler.is_compiling() else None, **values
+    )
+    if group.get("foreach") and any(isinstance(beta, Tensor) for beta in betas):
+        raise ValueError(
+            "Invalid betas value: betas as Tensors are only supported with foreach=False"
+        )
 
 
 class Padam(Optimizer):
@@ -232,6 +242,14 @@ class Padam(Optimizer):
                 "(e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
             )
 
+        # Every group is validated before any state is created or any step count moves (a group
+        # may have been edited, e.g. group["lr"] = "0.1", or loaded): all or nothing.
+        for index, group in enumerate(self.param_groups):
+            try:
+                _validate_group(group)
+            except ValueError as error:
+                raise ValueError(f"param group {index}: {error}") from None
+
         for group in self.param_groups:
             params_with_grad: list[Tensor] = []
             grads: list[Tensor] = []
@@ -329,9 +347,18 @@ class Padam(Optimizer):
             if isinstance(step, Tensor):
                 if step.numel() != 1:
                     raise ValueError(f"{where}: 'step' must hold one number, got {step.shape}")
+                if not step.is_floating_point():
+                    raise ValueError(
+                        f"{where}: 'step' is a {step.dtype} tensor (expected a floating tensor, "
+                        "as torch.optim.Adam saves it)"
+                    )
                 step = step.item()
-            if not isinstance(step, (int, float)) or not (math.isfinite(step) and step >= 0):
-                raise ValueError(f"{where}: 'step' must be a finite number >= 0, got {step!r}")
+            if (
+                isinstance(step, bool)
+                or not isinstance(step, (int, float))
+                or not (math.isfinite(step) and step >= 0 and float(step).is_integer())
+            ):
+                raise ValueError(f"{where}: 'step' must be a whole number >= 0, got {step!r}")
             for key in _STATE_TENSORS:
                 if key not in param_state:
                     continue
@@ -345,6 +372,11 @@ class Padam(Optimizer):
                     )
                 if not (value.is_floating_point() or value.is_complex()):
                     raise ValueError(f"{where}: {key!r} has dtype {value.dtype}, not floating")
+                real = torch.view_as_real(value) if value.is_complex() else value
+                if not bool(torch.isfinite(real).all()):
+                    raise ValueError(f"{where}: {key!r} holds NaN or Inf")
+                if key != "exp_avg" and bool((real < 0).any()):
+                    raise ValueError(f"{where}: {key!r} holds negative values (it is a square)")
 
     @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

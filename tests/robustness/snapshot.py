@@ -25,7 +25,8 @@ def _host_bytes(value: Any) -> tuple[str, tuple[int, ...], bytes] | None:
             tensor = value.detach().cpu()
             if tensor.is_complex():
                 tensor = torch.view_as_real(tensor)
-            raw = tensor.contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+            flat = tensor.contiguous().reshape(-1)
+            raw = flat.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
             return str(value.dtype), tuple(value.shape), raw
     if hasattr(value, "__array__") and hasattr(value, "dtype") and hasattr(value, "shape"):
         array = np.asarray(value)
