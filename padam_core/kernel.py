@@ -78,6 +78,7 @@ from padam_core.hyperparameters import (
     DEFAULT_PARTIAL,
     DEFAULT_WEIGHT_DECAY,
     VARIANTS,
+    validate_hyperparameters,
 )
 
 __all__ = ["StepResult", "bias_correction", "compute_dtype", "padam_step", "partial_power"]
@@ -184,6 +185,16 @@ def _abs_squared(g: Array, *, xp: Any) -> Array:
 _INEXACT = ("real floating", "complex floating")
 
 
+def _check_step(step: Any) -> None:
+    """A Python step count must be a whole number >= 1 (arrays: traced or host counts)."""
+    if isinstance(step, bool) or (
+        isinstance(step, numbers.Real) and not (float(step).is_integer() and step >= 1)
+    ):
+        raise ValueError(f"Invalid step value: {step!r} (expected a whole number >= 1)")
+    if not isinstance(step, numbers.Real) and not hasattr(step, "dtype"):
+        raise ValueError(f"Invalid step value: {step!r} (expected a whole number >= 1)")
+
+
 def _check_arrays(param: Array, grad: Array, *state: Array | None, xp: Any) -> None:
     """Shapes equal (no broadcasting) and floating dtypes: static facts, fine under ``jit``."""
     shape = tuple(param.shape)
@@ -225,6 +236,7 @@ def padam_step(
     maximize: bool = False,
     variant: str = "reference",
     xp: Any = None,
+    validate: bool = True,
 ) -> StepResult:
     """One Padam step for one tensor; returns new arrays and never mutates its inputs.
 
@@ -241,14 +253,24 @@ def padam_step(
       maximize: ascend instead of descend.
       variant: ``"reference"``, ``"torch"`` or ``"optax"`` (table in the module docstring).
       xp: the array namespace; found from ``param`` and ``grad`` when omitted.
+      validate: check the hyperparameters and ``step`` first with
+        :func:`padam_core.validate_hyperparameters` (types always; ranges of concrete values;
+        traced values skip the range check, so ``jit`` works). Adapters that validated once at
+        construction pass ``False``, so no step reads an array hyperparameter on the host.
 
-    Hyperparameters are not validated here (that would break ``jit``); callers validate once
-    with :func:`padam_core.validate_hyperparameters`. Each returned state array has the dtype
-    of the state array passed in; the parameter keeps its dtype.
+    Shapes (no broadcasting) and floating dtypes are always checked (static facts). Each
+    returned state array has the dtype of the state array passed in; the parameter keeps its
+    dtype.
     """
     if xp is None:
         xp = array_namespace(param, grad)
-    if variant not in VARIANTS:
+    if validate:
+        validate_hyperparameters(
+            lr=lr, b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
+        )  # fmt: skip
+        _check_step(step)
+    if not isinstance(variant, str) or variant not in VARIANTS:
         raise ValueError(f"Invalid variant value: {variant!r} (expected one of {VARIANTS})")
     if amsgrad and max_exp_avg_sq is None:
         raise ValueError("amsgrad=True needs max_exp_avg_sq (the running max), got None")

@@ -200,7 +200,9 @@ class Padam:
             if self.fused is not False and fused_cpu.supports(param, grad, *present):
                 fused.append((param, grad, moments))
                 continue
-            results[name] = padam_step(param, grad, *moments, count, lr=lr, **self.hyperparameters)
+            results[name] = padam_step(
+                param, grad, *moments, count, lr=lr, validate=False, **self.hyperparameters
+            )
         for param, grad, moments in fused:
             fused_cpu.padam_step_inplace(
                 param, grad, *moments, count, lr=lr, **self.hyperparameters

@@ -249,6 +249,7 @@ def _scale_by_padam(
                 amsgrad=amsgrad,
                 variant=variant,
                 xp=jnp,
+                validate=False,  # validated when the transform was made
             )
             direction = -result.param
             directions.append(direction.astype(grad.dtype) if updates_in_grad_dtype else direction)

@@ -167,6 +167,7 @@ def _single_tensor_padam(
             maximize=maximize,
             variant=variant,
             xp=torch_namespace,
+            validate=False,  # validated by Padam; never a host read of a tensor lr per step
         )
         # The kernel is pure: write its results back into the tensors the optimizer owns.
         param.copy_(result.param)
