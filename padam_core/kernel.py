@@ -198,6 +198,13 @@ def _check_step(step: Any) -> None:
 def _check_arrays(param: Array, grad: Array, *state: Array | None, xp: Any) -> None:
     """Shapes equal (no broadcasting) and floating dtypes: static facts, fine under ``jit``."""
     shape = tuple(param.shape)
+    if xp.isdtype(grad.dtype, "complex floating") and not xp.isdtype(
+        param.dtype, "complex floating"
+    ):
+        raise ValueError(
+            f"padam_step: grad has dtype {grad.dtype} for a real param of dtype {param.dtype} "
+            "(the imaginary part would be dropped)"
+        )
     for name, array in zip(("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
                            (param, grad, *state), strict=True):  # fmt: skip
         if array is None:

@@ -76,6 +76,28 @@ def _plain_number(value: Any, name: str) -> Any:
     return value
 
 
+_NUMBER_KEYS = ("lr", "eps", "weight_decay", "partial")
+
+
+def _as_python_number(value: Any) -> Any:
+    """A NumPy number or 0-d array (concrete, already validated) as a Python float: the foreach
+    ops take Python scalars or tensors only. Tensors and Python numbers pass unchanged."""
+    if isinstance(value, (Tensor, int, float)) or not hasattr(value, "dtype"):
+        return value
+    return float(value)
+
+
+def _normalize_group(group: dict[str, Any]) -> None:
+    """Replace NumPy numbers in a validated group by Python floats (in place)."""
+    for key in _NUMBER_KEYS:
+        if key in group:
+            group[key] = _as_python_number(group[key])
+    if "betas" in group:
+        betas = tuple(_as_python_number(beta) for beta in group["betas"])
+        if any(new is not old for new, old in zip(betas, group["betas"], strict=True)):
+            group["betas"] = betas
+
+
 def _validate_group(group: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming the first invalid hyperparameter of a param group."""
     betas = group.get("betas", (DEFAULT_B1, DEFAULT_B2))
@@ -140,12 +162,14 @@ class Padam(Optimizer):
             "differentiable": differentiable,
         }
         _validate_group(defaults)
-        defaults["betas"] = tuple(map(_to_scalar, betas))
+        _normalize_group(defaults)
+        defaults["betas"] = tuple(map(_to_scalar, defaults["betas"]))
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group; its hyperparameters are validated before anything changes."""
         _validate_group({**self.defaults, **param_group})
+        _normalize_group(param_group)
         super().add_param_group(param_group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -243,12 +267,15 @@ class Padam(Optimizer):
             )
 
         # Every group is validated before any state is created or any step count moves (a group
-        # may have been edited, e.g. group["lr"] = "0.1", or loaded): all or nothing.
-        for index, group in enumerate(self.param_groups):
+        # may have been edited, e.g. group["lr"] = "0.1", or loaded): all or nothing. Not while
+        # torch.compile traces (the values were validated when set; reading them would break
+        # the graph).
+        for index, group in enumerate([] if torch.compiler.is_compiling() else self.param_groups):
             try:
                 _validate_group(group)
             except ValueError as error:
                 raise ValueError(f"param group {index}: {error}") from None
+            _normalize_group(group)
 
         for group in self.param_groups:
             params_with_grad: list[Tensor] = []

@@ -200,7 +200,9 @@ def test_low_precision_step_is_float32_computation_rounded_once(
         nu={"w": jnp.asarray(nu)},
         nu_max={"w": jnp.asarray(nu_max)},
     )
-    updates, _ = optimizer.update({"w": jnp.asarray(grad)}, (decay_state, padam_state, lr_state), params)
+    updates, _ = optimizer.update(
+        {"w": jnp.asarray(grad)}, (decay_state, padam_state, lr_state), params
+    )
     new_theta = np.asarray(optax.apply_updates(params, updates)["w"])
     assert new_theta.dtype == numpy_dtype
 
