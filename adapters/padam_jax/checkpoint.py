@@ -70,10 +70,14 @@ def state_from_arrays(arrays: Mapping[str, Any], *, like: Any) -> Any:
 
     ``like`` is a state of the same optimizer and parameters (``optimizer.init(params)``, or
     ``jax.eval_shape(optimizer.init, params)``); each restored leaf takes the sharding of the
-    matching leaf of ``like`` when it has one. Raises ``ValueError`` for a missing or extra key,
-    a shape or dtype that differs from ``like`` (structured dtypes are refused), values no
-    optimizer reaches (NaN or Inf, negative counts or second moments), or a checkpoint of
-    another optimizer's state types (e.g. ``optax.amsgrad``). Every array is copied.
+    matching leaf of ``like`` when it has one. ``jax.eval_shape`` keeps shardings only on a
+    ``jax.make_mesh`` mesh (restore inside ``jax.set_mesh(mesh)``); on a ``Mesh`` built by hand
+    its leaves carry none and the arrays land on the default device: pass
+    ``like=optimizer.init(params)`` to keep sharded placements. Raises ``ValueError`` for a
+    missing or extra key, a shape or dtype that differs from ``like`` (structured dtypes are
+    refused), values no optimizer reaches (NaN or Inf, negative counts or second moments), or a
+    checkpoint of another optimizer's state types (e.g. ``optax.amsgrad``). Every array is
+    copied.
     """
     leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
     if TYPES_KEY in arrays:
@@ -112,6 +116,23 @@ def state_from_arrays(arrays: Mapping[str, Any], *, like: Any) -> Any:
                 f"expected {tuple(template.shape)} and {dtype}"
             )
         _check_values(key, path, value)
-        sharding = getattr(template, "sharding", None)
+        sharding = _concrete_sharding(getattr(template, "sharding", None), key)
         restored.append(jax.device_put(value, sharding) if sharding else jnp.asarray(value))
     return treedef.unflatten(restored)
+
+
+def _concrete_sharding(sharding: Any, key: str) -> Any:
+    """A sharding ``device_put`` can use. ``jax.eval_shape`` of parameters on a ``jax.make_mesh``
+    mesh gives shardings over an *abstract* mesh (no devices): they are made concrete with the
+    mesh set by ``jax.set_mesh``, or refused with what to do."""
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or not isinstance(mesh, jax.sharding.AbstractMesh):
+        return sharding
+    concrete = jax.sharding.get_mesh()
+    if concrete is None or getattr(concrete, "empty", True) or concrete.shape != mesh.shape:
+        raise ValueError(
+            f"Checkpoint entry {key}: `like` holds a sharding over an abstract mesh {mesh} "
+            "(jax.eval_shape of parameters on a jax.make_mesh mesh); restore inside "
+            "`with jax.set_mesh(mesh):` or pass like=optimizer.init(params)"
+        )
+    return jax.sharding.NamedSharding(concrete, sharding.spec)

@@ -117,3 +117,43 @@ def test_cause13_a_rejected_update_changes_nothing():
     bad = {"w": jnp.ones((2, 3)), "b": jnp.ones(2)}
     error = assert_unchanged_on_error(lambda: optimizer.update(bad, state, params), state, params)
     assert isinstance(error, ValueError) and "shape" in str(error)
+
+
+_SHARDED_RESTORE = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+from padam_jax import padam, state_from_arrays, state_to_arrays
+mesh = jax.make_mesh((2, 2), ("a", "b"))
+sharding = NamedSharding(mesh, P("a", None))
+params = {"w": jax.device_put(jnp.ones((4, 2)), sharding)}
+optimizer = padam(0.1)
+arrays = state_to_arrays(optimizer.init(params))
+like = jax.eval_shape(optimizer.init, params)
+try:
+    state_from_arrays(arrays, like=like)
+except ValueError as error:
+    assert "jax.set_mesh" in str(error), error
+else:
+    raise AssertionError("an abstract-mesh sharding was not refused")
+with jax.set_mesh(mesh):
+    restored = state_from_arrays(arrays, like=like)
+assert restored[1].mu["w"].sharding.is_equivalent_to(sharding, 2)
+restored = state_from_arrays(arrays, like=optimizer.init(params))
+assert restored[1].nu["w"].sharding.is_equivalent_to(sharding, 2)
+print("ok")
+"""
+
+
+def test_cause8_restore_onto_a_make_mesh_mesh_keeps_the_sharding():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'adapters'}"}
+    result = subprocess.run([sys.executable, "-c", _SHARDED_RESTORE], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
