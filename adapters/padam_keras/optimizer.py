@@ -8,6 +8,7 @@ kernel's results back with the optimizer's ``assign`` helper only, so JAX's stat
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -430,6 +431,9 @@ def _check_loaded(variable: Any, value: Any, *, square: bool, count: bool) -> No
         raise ValueError(
             f"Padam checkpoint: {name!r} has shape {array.shape}, expected {tuple(variable.shape)}"
         )
+    if array.dtype.kind == "V" and array.dtype.fields is None:
+        with contextlib.suppress(TypeError, ValueError):  # ml_dtypes' bfloat16 and friends
+            array = array.astype(np.float32)
     if array.dtype.fields is not None or array.dtype.kind not in "iufc":
         raise ValueError(f"Padam checkpoint: {name!r} has dtype {array.dtype}")
     if count:
