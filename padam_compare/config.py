@@ -218,8 +218,20 @@ class CompareConfig:
             )
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.lr_decay > 0, f"lr_decay must be > 0, got {self.lr_decay}")
-        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        # The same bounds however a value arrived (flag or TOML): finite numbers that fit the
+        # float32 the models train in, and integers the frameworks can take.
+        check(
+            _fits_float32(self.lr_decay) and self.lr_decay > 0,
+            f"lr_decay must be a finite number > 0, got {self.lr_decay}",
+        )
+        check(
+            _fits_float32(self.weight_decay) and self.weight_decay >= 0,
+            f"weight_decay must be a finite number >= 0, got {self.weight_decay}",
+        )
+        check(
+            _fits_float32(self.target_loss),
+            f"target_loss must be a finite number > 0, got {self.target_loss}",
+        )
         check(
             all(m >= 1 for m in self.resolved_milestones()),
             f"milestones must be epochs >= 1, got {self.milestones}",
@@ -247,7 +259,12 @@ class CompareConfig:
             size = getattr(self, size_name)
             check(size is None or size >= 1, f"{size_name} must be >= 1, got {size}")
         check(
-            self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"
+            self.threads is None or 1 <= self.threads <= _MAX_THREADS,
+            f"threads must be between 1 and {_MAX_THREADS}, got {self.threads}",
+        )
+        check(
+            all(0 <= seed < 2**32 for seed in self.seeds),
+            f"seeds must lie in 0 .. 2**32 - 1, got {self.seeds}",
         )
         check(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
@@ -269,11 +286,27 @@ class CompareConfig:
                 _check_option(family, key, value)
 
 
+_MAX_THREADS: Final = 4096
+_FLOAT32_MAX: Final = 3.4028234663852886e38
+
+
+def _fits_float32(value: Any) -> bool:
+    """A finite real number no larger than float32 can hold."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= _FLOAT32_MAX
+    )
+
+
 def _check_option(family: str, key: str, value: Any) -> None:
     where = f"optimizer {family} setting {key}"
     if key in ("lr", "eps", "weight_decay", "momentum"):
-        if not (isinstance(value, float) and math.isfinite(value) and value >= 0):
+        if not (isinstance(value, float) and _fits_float32(value) and value >= 0):
             raise ConfigError(f"{where} must be a finite number >= 0, got {value!r}")
+        if key == "eps" and value == 0:
+            raise ConfigError(f"{where} must be > 0, got {value!r}")
         if key == "momentum" and value >= 1:
             raise ConfigError(f"{where} must be < 1, got {value!r}")
     elif key == "betas":

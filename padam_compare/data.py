@@ -186,14 +186,50 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         from numpy.core import multiarray, numeric  # type: ignore[no-redef]
     allowed: dict[tuple[str, str], Any] = {}
     for module in ("numpy.core", "numpy._core"):
-        allowed[(f"{module}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{module}.multiarray", "_reconstruct")] = _checked_reconstruct(
+            multiarray._reconstruct
+        )
         allowed[(f"{module}.numeric", "_frombuffer")] = numeric._frombuffer
+        allowed[(f"{module}.multiarray", "scalar")] = _numeric_scalar
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
-    # Python 3 writes bytes at protocols 0-2 as _codecs.encode(text, "latin1"); only that exact
-    # call is accepted (a general codec call is not needed and is not allowed).
+    # Python 3 writes bytes at protocols 0-2 as _codecs.encode(text, "latin1"), and empty bytes
+    # as bytes(); only those exact calls are accepted (no general codec or constructor call).
     allowed[("_codecs", "encode")] = _latin1_encode
+    allowed[("__builtin__", "bytes")] = allowed[("builtins", "bytes")] = _empty_bytes
     return allowed
+
+
+def _checked_reconstruct(reconstruct: Any) -> Any:
+    """NumPy's ``_reconstruct``, refusing the shapes NumPy never pickles: it always writes an
+    empty placeholder (the real shape comes with the data, which ``__setstate__`` checks), so a
+    large shape here is a tiny file asking for a huge allocation."""
+
+    def checked(cls: Any, shape: Any, dtype: Any) -> Any:
+        if cls is not np.ndarray:
+            raise pickle.UnpicklingError(f"refusing to reconstruct {cls!r}")
+        extents = shape if isinstance(shape, tuple) else (shape,)
+        if not all(isinstance(n, int) and 0 <= n <= 1 for n in extents):
+            raise pickle.UnpicklingError(f"refusing an array placeholder of shape {shape!r}")
+        return reconstruct(cls, shape, dtype)
+
+    return checked
+
+
+def _numeric_scalar(dtype: Any, data: Any = None) -> Any:
+    """``numpy.core.multiarray.scalar`` for a number (labels pickled as NumPy integers)."""
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
+        raise pickle.UnpicklingError(f"refusing a NumPy scalar of dtype {dtype!r}")
+    if len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError("a NumPy scalar's bytes do not match its dtype")
+    return np.frombuffer(data, dtype=dtype)[0]
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """``bytes()``: how Python 3 pickles ``b""`` at protocols 0-2; nothing else is allowed."""
+    if args:
+        raise pickle.UnpicklingError("refusing bytes(...) with arguments")
+    return b""
 
 
 def _latin1_encode(text: object, encoding: object = None, errors: object = None) -> bytes:
@@ -295,8 +331,19 @@ def _read_batch(path: Path, labels_key: str, num_classes: int) -> tuple[np.ndarr
         images, labels = _key(record, "data"), _key(record, labels_key)
     except KeyError as error:
         raise DataError(f"{path} is not a CIFAR batch: no {error.args[0]!r} entry") from None
-    images = np.asarray(images)
-    labels = np.asarray(labels)
+    # Only what a CIFAR file holds: an ndarray of images and a flat list (or array) of integer
+    # labels. Converting anything else (e.g. a deeply nested list) could recurse or explode.
+    if not isinstance(images, np.ndarray):
+        raise DataError(f"{path}: 'data' must be a NumPy array, got {type(images).__name__}")
+    if isinstance(labels, list):
+        if not all(
+            isinstance(label, (int, np.integer)) and not isinstance(label, (bool, np.bool_))
+            for label in labels
+        ):
+            raise DataError(f"{path}: '{labels_key}' must be a flat list of integers")
+        labels = np.asarray(labels, dtype=np.int64) if labels else np.zeros(0, np.int64)
+    elif not isinstance(labels, np.ndarray):
+        raise DataError(f"{path}: '{labels_key}' must be a list or an array of integers")
     if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32:
         raise DataError(
             f"{path}: 'data' must be uint8 of shape (N, 3072), got {images.dtype} {images.shape}"

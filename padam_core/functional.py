@@ -108,7 +108,9 @@ def update(
     max_sq = state.max_exp_avg_sq if amsgrad else map_collection(lambda _: None, params)
 
     results = map_collection(
-        lambda p, g, m, v, vmax: padam_step(p, g, m, v, vmax, count, **hyperparameters),
+        lambda p, g, m, v, vmax: padam_step(
+            p, g, m, v, vmax, count, validate=False, **hyperparameters
+        ),
         params,
         grads,
         state.exp_avg,

@@ -39,15 +39,22 @@ Numerics decisions, made here once for every framework:
 * ``x^(2p)`` for p in {1/2, 1/4, 1/8, 1/16} is a chain of square roots (a general ``pow`` costs
   5-10x a square root on a CPU); p = 0 gives exactly 1; other p use ``pow``. The chain is only
   taken when ``partial`` is a Python number; a traced ``partial`` uses ``pow``.
+* Saturation instead of overflow: the effective gradient (after maximize and coupled L2 decay)
+  is clipped to [-finfo.max, finfo.max] of the compute dtype, and v (after its update) and the
+  value that enters the running max (v, or v / bc2 for ``optax``) to at most finfo.max. A finite
+  gradient therefore always gives a finite state and a finite parameter, the same on every path
+  (torch's foreach path and the fused kernels do exactly these clips), and every state the
+  optimizer reaches can be saved and loaded. Without overflow the clips change no bit. (For a
+  complex parameter only v is clipped.)
 * Complex parameters: the raw array API convention is v from |g|^2 = re(g)^2 + im(g)^2 (never
   g * g), with v and v_hat real. torch's adapter instead treats real and imaginary parts as
   separate parameters, as torch does.
 
 Namespace contract: besides the operators ``+ - * /`` and unary ``-`` on arrays and Python
 scalars, the kernel uses only these functions of the namespace ``xp``: ``asarray``, ``astype``,
-``sqrt``, ``pow``, ``maximum``, ``expm1``, ``log``, ``real``, ``imag``, ``isdtype`` and the dtype
-objects ``float32``, ``float64``, ``complex64``, ``complex128`` (``float16``/``bfloat16`` where the
-namespace has them). A shim exposing these can run the kernel on another array library.
+``sqrt``, ``pow``, ``maximum``, ``clip``, ``expm1``, ``log``, ``real``, ``imag``, ``isdtype`` and
+the dtype objects ``float32``, ``float64``, ``complex64``, ``complex128`` (``float16``/``bfloat16``
+where the namespace has them). A shim exposing these can run the kernel on another array library.
 
 References: Chen, Zhou, Tang, Yang, Cao, Gu, "Closing the Generalization Gap of Adaptive Gradient
 Methods in Training Deep Neural Networks", arXiv:1806.06763 (IJCAI 2020); Reddi, Kale, Kumar, "On
@@ -58,6 +65,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
@@ -70,6 +78,7 @@ from padam_core.hyperparameters import (
     DEFAULT_PARTIAL,
     DEFAULT_WEIGHT_DECAY,
     VARIANTS,
+    validate_hyperparameters,
 )
 
 __all__ = ["StepResult", "bias_correction", "compute_dtype", "padam_step", "partial_power"]
@@ -154,6 +163,14 @@ def partial_power(root: Array, partial: Scalar, *, xp: Any) -> Array | float:
     return xp.pow(root, 2.0 * partial)
 
 
+_FLOAT32_MAX = 3.4028234663852886e38  # finfo(float32).max, exact in float32
+
+
+def _finfo_max(real_dtype: Any, *, xp: Any) -> float:
+    """finfo.max of a compute dtype (float32 or float64), as a Python float."""
+    return sys.float_info.max if real_dtype == xp.float64 else _FLOAT32_MAX
+
+
 def _sqrt_scalar(value: Scalar, *, xp: Any) -> Scalar:
     return math.sqrt(value) if _is_python_number(value) else xp.sqrt(value)
 
@@ -163,6 +180,48 @@ def _abs_squared(g: Array, *, xp: Any) -> Array:
         re, im = xp.real(g), xp.imag(g)
         return re * re + im * im
     return g * g
+
+
+_INEXACT = ("real floating", "complex floating")
+
+
+def _check_step(step: Any) -> None:
+    """A Python step count must be a whole number >= 1 (arrays: traced or host counts)."""
+    if isinstance(step, bool) or (
+        isinstance(step, numbers.Real) and not (float(step).is_integer() and step >= 1)
+    ):
+        raise ValueError(f"Invalid step value: {step!r} (expected a whole number >= 1)")
+    if not isinstance(step, numbers.Real) and not hasattr(step, "dtype"):
+        raise ValueError(f"Invalid step value: {step!r} (expected a whole number >= 1)")
+
+
+def _check_arrays(param: Array, grad: Array, *state: Array | None, xp: Any) -> None:
+    """Shapes equal (no broadcasting) and floating dtypes: static facts, fine under ``jit``."""
+    shape = tuple(param.shape)
+    if xp.isdtype(grad.dtype, "complex floating") and not xp.isdtype(
+        param.dtype, "complex floating"
+    ):
+        raise ValueError(
+            f"padam_step: grad has dtype {grad.dtype} for a real param of dtype {param.dtype} "
+            "(the imaginary part would be dropped)"
+        )
+    for name, array in zip(("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                           (param, grad, *state), strict=True):  # fmt: skip
+        if array is None:
+            continue
+        if not xp.isdtype(array.dtype, _INEXACT):
+            raise ValueError(
+                f"padam_step: {name} has dtype {array.dtype} (expected a floating dtype; "
+                "integer and bool arrays would be truncated)"
+            )
+        other = tuple(array.shape)
+        # None: a dimension a graph tracer (TensorFlow) does not know yet.
+        if len(other) != len(shape) or any(
+            a is not None and b is not None and a != b for a, b in zip(other, shape, strict=True)
+        ):
+            raise ValueError(
+                f"padam_step: {name} has shape {other}, param has {shape} (no broadcasting)"
+            )
 
 
 def padam_step(
@@ -184,6 +243,7 @@ def padam_step(
     maximize: bool = False,
     variant: str = "reference",
     xp: Any = None,
+    validate: bool = True,
 ) -> StepResult:
     """One Padam step for one tensor; returns new arrays and never mutates its inputs.
 
@@ -200,17 +260,28 @@ def padam_step(
       maximize: ascend instead of descend.
       variant: ``"reference"``, ``"torch"`` or ``"optax"`` (table in the module docstring).
       xp: the array namespace; found from ``param`` and ``grad`` when omitted.
+      validate: check the hyperparameters and ``step`` first with
+        :func:`padam_core.validate_hyperparameters` (types always; ranges of concrete values;
+        traced values skip the range check, so ``jit`` works). Adapters that validated once at
+        construction pass ``False``, so no step reads an array hyperparameter on the host.
 
-    Hyperparameters are not validated here (that would break ``jit``); callers validate once
-    with :func:`padam_core.validate_hyperparameters`. Each returned state array has the dtype
-    of the state array passed in; the parameter keeps its dtype.
+    Shapes (no broadcasting) and floating dtypes are always checked (static facts). Each
+    returned state array has the dtype of the state array passed in; the parameter keeps its
+    dtype.
     """
     if xp is None:
         xp = array_namespace(param, grad)
-    if variant not in VARIANTS:
+    if validate:
+        validate_hyperparameters(
+            lr=lr, b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
+        )  # fmt: skip
+        _check_step(step)
+    if not isinstance(variant, str) or variant not in VARIANTS:
         raise ValueError(f"Invalid variant value: {variant!r} (expected one of {VARIANTS})")
     if amsgrad and max_exp_avg_sq is None:
         raise ValueError("amsgrad=True needs max_exp_avg_sq (the running max), got None")
+    _check_arrays(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, xp=xp)
     dtype = compute_dtype(param.dtype, xp=xp)
     real_dtype = _real_dtype(dtype, xp=xp)
 
@@ -231,13 +302,17 @@ def padam_step(
             theta = theta * (1.0 - lr * weight_decay)
         else:
             g = g + weight_decay * theta
+    # Saturation (module docstring): clip the effective gradient, v, and what enters the max.
+    largest = _finfo_max(real_dtype, xp=xp)
+    if not xp.isdtype(g.dtype, "complex floating"):
+        g = xp.clip(g, min=-largest, max=largest)
 
     m = b1 * m + (1.0 - b1) * g
-    v = b2 * v + (1.0 - b2) * _abs_squared(g, xp=xp)
+    v = xp.clip(b2 * v + (1.0 - b2) * _abs_squared(g, xp=xp), max=largest)
     bc1 = bias_correction(b1, step, xp=xp, dtype=real_dtype)
     bc2 = bias_correction(b2, step, xp=xp, dtype=real_dtype)
 
-    second = v / bc2 if variant == "optax" else v
+    second = xp.clip(v / bc2, max=largest) if variant == "optax" else v
     if amsgrad:
         v_hat = xp.maximum(xp.astype(max_exp_avg_sq, real_dtype, copy=False), second)
     else:

@@ -50,6 +50,21 @@ def _to_host(array: Any) -> np.ndarray:
     return array.get()  # CuPy
 
 
+def _memory_key(array: Any) -> Any:
+    """Where an array's data starts (NumPy, CuPy), so one buffer registered twice is caught."""
+    interface = getattr(array, "__array_interface__", None) or getattr(
+        array, "__cuda_array_interface__", None
+    )
+    if interface is None or array.size == 0:
+        return id(array)
+    return (interface["data"][0], tuple(array.shape), interface.get("strides"))
+
+
+def _is_writable(array: Any) -> bool:
+    flags = getattr(array, "flags", None)
+    return bool(getattr(flags, "writeable", True))
+
+
 class Padam:
     """Padam over a list or dict of NumPy/CuPy arrays, updated in place by :meth:`step`.
 
@@ -98,9 +113,23 @@ class Padam:
             self._params = dict(zip(self._names, params, strict=True))
         else:
             raise TypeError("params must be a list or a dict of arrays")
+        seen: dict[Any, str] = {}
         for name, param in self._params.items():
             if not hasattr(param, "__setitem__") or not hasattr(param, "dtype"):
                 raise TypeError(f"Parameter {name!r} is not a writable array: {type(param)}")
+            xp = array_namespace(param)
+            if not xp.isdtype(param.dtype, ("real floating", "complex floating")):
+                raise ValueError(
+                    f"Parameter {name!r} has dtype {param.dtype} (expected a floating dtype: "
+                    "an integer or bool parameter would be truncated)"
+                )
+            key = _memory_key(param)
+            if key in seen:
+                raise ValueError(
+                    f"Parameter {name!r} is the same array as parameter {seen[key]!r} "
+                    "(it would be updated twice per step)"
+                )
+            seen[key] = name
         self.lr = lr
         self.check_finite = check_finite
         self.fused = fused
@@ -114,7 +143,8 @@ class Padam:
     def _current_lr(self) -> float:
         lr = self.lr(self.count + 1) if callable(self.lr) else self.lr
         validate_hyperparameters(lr=lr)
-        return lr
+        # A plain float: a NumPy scalar or 0-d array would promote float32 arrays to float64.
+        return float(lr) if not isinstance(lr, (int, float)) else lr
 
     def _named_grads(self, grads: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(grads, Mapping):
@@ -129,6 +159,8 @@ class Padam:
             raise ValueError(f"Gradient names differ: missing {missing}, unexpected {unexpected}")
         for name in self._names:
             param, grad = self._params[name], named[name]
+            if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
+                raise ValueError(f"Gradient for {name!r} is not an array: {type(grad).__name__}")
             if tuple(grad.shape) != tuple(param.shape):
                 raise ValueError(
                     f"Gradient for {name!r} has shape {tuple(grad.shape)}, "
@@ -138,6 +170,8 @@ class Padam:
                 raise ValueError(
                     f"Gradient for {name!r} has dtype {grad.dtype}, parameter has {param.dtype}"
                 )
+            if not _is_writable(param):
+                raise ValueError(f"Parameter {name!r} is read-only; nothing was updated")
             if self.check_finite:
                 xp = array_namespace(grad)
                 if not bool(xp.all(xp.isfinite(grad))):
@@ -146,11 +180,16 @@ class Padam:
 
     def step(self, grads: Sequence[Any] | Mapping[str, Any]) -> None:
         """One Padam step: every parameter is updated in place from its gradient."""
+        # Everything that can fail is checked first (hyperparameters, which are a public dict,
+        # gradients, writability), and the pure kernel's results are written only once every
+        # array has its result: a step completes for every array or changes nothing.
+        validate_hyperparameters(**self.hyperparameters)
         named_grads = self._named_grads(grads)
         lr = self._current_lr()
         count = self.count + 1
         amsgrad = self.hyperparameters["amsgrad"]
         state = self.state
+        fused, results = [], {}
         for name, param in self._params.items():
             grad, max_sq = named_grads[name], state.max_exp_avg_sq
             moments = (
@@ -160,11 +199,17 @@ class Padam:
             )
             present = [array for array in moments if array is not None]
             if self.fused is not False and fused_cpu.supports(param, grad, *present):
-                fused_cpu.padam_step_inplace(
-                    param, grad, *moments, count, lr=lr, **self.hyperparameters
-                )
+                fused.append((param, grad, moments))
                 continue
-            result = padam_step(param, grad, *moments, count, lr=lr, **self.hyperparameters)
+            results[name] = padam_step(
+                param, grad, *moments, count, lr=lr, validate=False, **self.hyperparameters
+            )
+        for param, grad, moments in fused:
+            fused_cpu.padam_step_inplace(
+                param, grad, *moments, count, lr=lr, **self.hyperparameters
+            )
+        for name, result in results.items():
+            param = self._params[name]
             param[...] = result.param
             state.exp_avg[name], state.exp_avg_sq[name] = result.exp_avg, result.exp_avg_sq
             if amsgrad:
@@ -217,7 +262,8 @@ class Padam:
                 if not finite or (moment != "exp_avg" and (value < 0).any()):
                     raise ValueError(f"Entry {key!r} holds invalid values (non-finite or < 0)")
                 xp = array_namespace(like)
-                loaded[moment][name] = xp.asarray(value, device=device(like))
+                # A copy: the in-place step must never write into the caller's arrays.
+                loaded[moment][name] = xp.asarray(value, device=device(like), copy=True)
         self.state = PadamState(
             count=int(step),
             exp_avg=loaded["exp_avg"],
@@ -264,7 +310,13 @@ class Padam:
                     flat[f"{moment}/{name}"] = array
             self.load_state_dict(flat)
             return
-        flat, meta = load_arrays(path)
+        expected = {"step": 8} | {
+            f"{moment}/{name}": int(arrays[name].nbytes)
+            for moment in _MOMENTS
+            if (arrays := getattr(self.state, moment)) is not None
+            for name in self._names
+        }
+        flat, meta = load_arrays(path, expected=expected)
         if meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION:
             raise ValueError(
                 f"'{path}' is not a {_FORMAT} state file (version {_FORMAT_VERSION}): "

@@ -10,7 +10,8 @@ import jax
 import optax
 
 import padam_core
-from padam_jax.transform import check_hyperparameter_dtypes, scale_by_padam
+from padam_core.hyperparameters import is_traced
+from padam_jax.transform import _scale_by_padam, check_hyperparameter_dtypes
 
 __all__ = ["padam"]
 
@@ -99,9 +100,11 @@ def padam(
       Neural Networks", arXiv:1806.06763 (IJCAI 2020).
     """
     checked = {"maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay}
-    if not callable(learning_rate):
+    # Every value that is not a schedule is checked: None in particular is refused (optax reads
+    # learning_rate=None as "no scaling", which would silently ascend).
+    if not callable(learning_rate) or learning_rate is None:
         checked["lr"] = learning_rate
-    if not callable(weight_decay):
+    if not callable(weight_decay) or weight_decay is None:
         checked["weight_decay"] = weight_decay
     padam_core.validate_hyperparameters(names={"lr": "learning_rate"}, **checked)
     check_hyperparameter_dtypes(learning_rate=learning_rate, weight_decay=weight_decay)
@@ -110,12 +113,13 @@ def padam(
     if maximize:
         # SPEC order: g <- -g first, so the coupled L2 term below is not negated.
         transforms.append(optax.scale(-1.0))
-    # A Python 0 drops the decay; an array (inject_hyperparams) or a schedule keeps it.
-    use_decay = not (isinstance(weight_decay, numbers.Real) and weight_decay == 0)
-    if use_decay and not decoupled_weight_decay:
-        transforms.append(optax.add_decayed_weights(weight_decay, mask))
+    # The decay transform is always in the chain (whatever the value of weight_decay), so
+    # padam(...) and optax.inject_hyperparams(padam)(...) build the same state structure.
+    decay = _decayed_weights(weight_decay, mask)
+    if not decoupled_weight_decay:
+        transforms.append(decay)
     transforms.append(
-        scale_by_padam(
+        _scale_by_padam(
             b1=b1,
             b2=b2,
             eps=eps,
@@ -123,10 +127,48 @@ def padam(
             amsgrad=amsgrad,
             variant=variant,
             mu_dtype=mu_dtype,
+            updates_in_grad_dtype=False,  # rounded once, at the end of the chain
         )
     )
-    if use_decay and decoupled_weight_decay:
+    if decoupled_weight_decay:
         # -alpha * (u + lambda * theta) = theta * (1 - alpha * lambda) - alpha * u (SPEC).
-        transforms.append(optax.add_decayed_weights(weight_decay, mask))
+        transforms.append(decay)
     transforms.append(optax.scale_by_learning_rate(learning_rate))
-    return optax.chain(*transforms)
+    return _in_gradient_dtype(optax.chain(*transforms))
+
+
+def _is_zero(value: Any) -> bool:
+    """A concrete zero (Python number or readable array); traced values and schedules are not."""
+    if callable(value):
+        return False
+    if isinstance(value, numbers.Real):
+        return value == 0
+    return not is_traced(value) and float(value) == 0.0
+
+
+def _decayed_weights(weight_decay: Any, mask: Any) -> optax.GradientTransformation:
+    """``optax.add_decayed_weights``, but a concrete zero needs no params (identity)."""
+    inner = optax.add_decayed_weights(weight_decay, mask)
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        if params is None and _is_zero(weight_decay):
+            return updates, state
+        if params is None:
+            raise ValueError(
+                "padam: weight decay needs the parameters: call update(grads, state, params)"
+            )
+        return inner.update(updates, state, params)
+
+    return optax.GradientTransformation(inner.init, update_fn)
+
+
+def _in_gradient_dtype(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """optax's convention: updates come back in the gradient's dtype. The chain computes 16-bit
+    gradients' updates in float32; they are rounded once, here."""
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        new_updates, new_state = inner.update(updates, state, params)
+        cast = jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
+        return cast, new_state
+
+    return optax.GradientTransformation(inner.init, update_fn)

@@ -17,6 +17,9 @@ import padam_core
 
 __all__ = ["ScaleByPadamState", "scale_by_padam"]
 
+# scale_by_padam's docstring is _scale_by_padam's (the latter also takes updates_in_grad_dtype,
+# which padam_jax.padam sets to False so that a 16-bit update is rounded once, after the lr).
+
 # The core's argument names are optax's (b1, b2, eps, partial); only mu_dtype is new here.
 _CHECKED_NAMES = {"b1": "b1", "b2": "b2", "eps": "eps", "partial": "partial"}
 
@@ -72,6 +75,23 @@ def scale_by_padam(
     variant: str = "reference",
     mu_dtype: Any | None = None,
 ) -> optax.GradientTransformation:
+    return _scale_by_padam(
+        b1, b2, eps, partial, amsgrad=amsgrad, variant=variant, mu_dtype=mu_dtype,
+        updates_in_grad_dtype=True,
+    )  # fmt: skip
+
+
+def _scale_by_padam(
+    b1: float | jax.Array = padam_core.DEFAULT_B1,
+    b2: float | jax.Array = padam_core.DEFAULT_B2,
+    eps: float | jax.Array = padam_core.DEFAULT_EPS,
+    partial: float | jax.Array = padam_core.DEFAULT_PARTIAL,
+    *,
+    amsgrad: bool = True,
+    variant: str = "reference",
+    mu_dtype: Any | None = None,
+    updates_in_grad_dtype: bool = True,
+) -> optax.GradientTransformation:
     r"""Rescale gradients by Padam's partially adaptive denominator.
 
     For gradients g at step t (state m, v, v_hat zero at t = 0)::
@@ -110,9 +130,8 @@ def scale_by_padam(
       variant: ``"reference"``, ``"torch"`` or ``"optax"``: where eps and the bias
         corrections sit (table above).
       mu_dtype: dtype of the stored first moment ``mu``; by default float32 for 16-bit
-        parameters and the parameter's dtype otherwise. The update is computed and returned in
-        float32 for float16/bfloat16 gradients (``optax.apply_updates`` casts the sum back to
-        the parameter's dtype, rounding once) and in the gradient's dtype otherwise.
+        parameters and the parameter's dtype otherwise. The update is computed in float32 for
+        float16/bfloat16 gradients and returned in the gradient's dtype (optax's convention).
 
     Python numbers are validated here (``ValueError`` naming the argument); arrays, e.g. the
     traced values ``optax.inject_hyperparams`` passes, are not range-checked. With a Python
@@ -209,11 +228,11 @@ def scale_by_padam(
             # kernel returns param - lr * direction, so it is called with param = 0 and lr = 1:
             # the returned "parameter" is exactly -direction (0 - x and 1 * x are exact), from
             # the kernel's own code. The zero is made in the compute dtype, so for 16-bit
-            # gradients the direction stays float32 (as optax.adam's updates do with a float32
-            # mu) and apply_updates rounds theta - lr * direction to the parameter's dtype once:
-            # the SPEC's "float32 computation rounded once". Under jit this all fuses, no float32
-            # copy of the parameters is stored. Learning rate, weight decay and maximize are
-            # separate transformations, composed by padam_jax.padam.
+            # gradients the direction is computed in float32 and returned in the gradient's
+            # dtype (optax's convention); padam_jax.padam keeps it float32 through the learning
+            # rate and rounds lr * direction once, at the end of its chain. Under jit this all
+            # fuses, no float32 copy of the parameters is stored. Learning rate, weight decay
+            # and maximize are separate transformations, composed by padam_jax.padam.
             zero = jnp.zeros_like(grad, dtype=_state_dtype(grad.dtype))
             result = padam_core.padam_step(
                 zero,
@@ -230,8 +249,10 @@ def scale_by_padam(
                 amsgrad=amsgrad,
                 variant=variant,
                 xp=jnp,
+                validate=False,  # validated when the transform was made
             )
-            directions.append(-result.param)
+            direction = -result.param
+            directions.append(direction.astype(grad.dtype) if updates_in_grad_dtype else direction)
             new_mus.append(result.exp_avg)
             new_nus.append(result.exp_avg_sq)
             new_nu_maxes.append(result.max_exp_avg_sq)
@@ -245,3 +266,6 @@ def scale_by_padam(
         )
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+scale_by_padam.__doc__ = _scale_by_padam.__doc__

@@ -23,6 +23,7 @@ __all__ = [
     "asarray",
     "astype",
     "bfloat16",
+    "clip",
     "complex64",
     "complex128",
     "expm1",
@@ -101,6 +102,12 @@ def pow(x1: Any, x2: Any, /) -> Any:
 
 def maximum(x1: Any, x2: Any, /) -> Any:
     return ops.maximum(x1, x2)
+
+
+def clip(x: Any, /, min: Any = None, max: Any = None) -> Any:
+    if min is not None:
+        x = ops.maximum(x, min)
+    return x if max is None else ops.minimum(x, max)
 
 
 def expm1(x: Any, /) -> Any:

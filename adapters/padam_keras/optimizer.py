@@ -8,7 +8,7 @@ kernel's results back with the optimizer's ``assign`` helper only, so JAX's stat
 
 from __future__ import annotations
 
-import numbers
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +25,7 @@ from padam_core import (
     padam_step,
     validate_hyperparameters,
 )
+from padam_core.hyperparameters import check_number
 
 __all__ = ["Padam"]
 
@@ -85,10 +86,14 @@ def _read(value: Any) -> Any:
 
 
 def _as_hyperparameter(value: Any, name: str) -> float:
-    """A Python float (keeps the kernel's square-root chains and the parameter's dtype)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"Invalid {name} value: {value!r} (expected a real number)")
-    return float(value)
+    """A Python float (keeps the kernel's square-root chains and the parameter's dtype).
+
+    NumPy numbers and concrete 0-d arrays are read (padam_core's rule); anything else, and a
+    traced value (a constructor argument cannot change later anyway), is refused."""
+    number = check_number(value, name)
+    if number is None:
+        raise ValueError(f"Invalid {name} value: a traced array (expected a concrete number)")
+    return number
 
 
 @keras.saving.register_keras_serializable(package="padam")
@@ -152,7 +157,7 @@ class Padam(keras.optimizers.Optimizer):
         learning_rate: A float or a ``keras.optimizers.schedules.LearningRateSchedule``.
         beta_1: Decay rate of the first moment, 0 <= beta_1 < 1.
         beta_2: Decay rate of the second moment, 0 <= beta_2 < 1.
-        epsilon: Added to the root of the second moment, >= 0. Default 1e-8 (not Keras's 1e-7).
+        epsilon: Added to the root of the second moment, > 0. Default 1e-8 (not Keras's 1e-7).
         partial: The partial power p, 0 <= partial <= 0.5.
         amsgrad: Keep the running max ``velocity_hat`` (Padam's default, as in the paper).
         variant: ``"reference"``, ``"torch"`` or ``"optax"`` (formulas above).
@@ -198,8 +203,11 @@ class Padam(keras.optimizers.Optimizer):
         **kwargs: Any,
     ) -> None:
         # Validate everything before the base class creates any variable.
-        if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool):
-            learning_rate = float(learning_rate)  # Keras refuses an int learning rate
+        if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule) and not (
+            callable(learning_rate)
+        ):
+            # Keras refuses an int learning rate: always a float (None, str, ... are refused).
+            learning_rate = _as_hyperparameter(learning_rate, "learning_rate")
             validate_hyperparameters(names=_KERAS_NAMES, lr=learning_rate)
         hyperparameters = {
             "beta_1": beta_1,
@@ -253,6 +261,29 @@ class Padam(keras.optimizers.Optimizer):
         self.amsgrad = amsgrad
         self.variant = variant
         self.maximize = maximize
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # partial selects how the power is computed (a square-root chain for 1/8...), which the
+        # JAX and TensorFlow backends compile into the step: a new value after build would be
+        # ignored there and take effect on torch. One behaviour everywhere: a clear error.
+        if name == "partial" and getattr(self, "built", False):
+            raise AttributeError(
+                "Padam.partial cannot change after the optimizer is built (its value is "
+                "compiled into the step on the JAX and TensorFlow backends); create a new "
+                "optimizer, or set it before the first step"
+            )
+        super().__setattr__(name, value)
+
+    def load_own_variables(self, store: Any) -> None:
+        """As the base class, after checking every value first (all or nothing): the iteration
+        count is a whole number >= 0, slots are finite, ``velocity``/``velocity_hat`` >= 0."""
+        variables = self.variables
+        if len(store.keys()) == len(variables):
+            squares = {id(v) for v in [*self._velocities, *getattr(self, "_velocity_hats", [])]}
+            for index, variable in enumerate(variables):
+                _check_loaded(variable, store[str(index)], square=id(variable) in squares,
+                              count=variable is self._iterations)  # fmt: skip
+        super().load_own_variables(store)
 
     def build(self, var_list: Sequence[keras.Variable]) -> None:
         """Create the slot variables ``momentum``, ``velocity`` and, with amsgrad,
@@ -360,6 +391,7 @@ class Padam(keras.optimizers.Optimizer):
             maximize=self.maximize,
             variant=self.variant,
             xp=_kernel_namespace(),
+            validate=False,  # validated in __init__; lr is a backend tensor here
         )
         self.assign(momentum, result.exp_avg)
         self.assign(velocity, result.exp_avg_sq)
@@ -387,6 +419,33 @@ class Padam(keras.optimizers.Optimizer):
             }
         )
         return config
+
+
+def _check_loaded(variable: Any, value: Any, *, square: bool, count: bool) -> None:
+    """``ValueError`` naming the variable if a saved value is one no Padam step can reach."""
+    import numpy as np
+
+    array = np.asarray(value)
+    name = getattr(variable, "path", None) or getattr(variable, "name", "?")
+    if array.shape != tuple(variable.shape):
+        raise ValueError(
+            f"Padam checkpoint: {name!r} has shape {array.shape}, expected {tuple(variable.shape)}"
+        )
+    if array.dtype.kind == "V" and array.dtype.fields is None:
+        with contextlib.suppress(TypeError, ValueError):  # ml_dtypes' bfloat16 and friends
+            array = array.astype(np.float32)
+    if array.dtype.fields is not None or array.dtype.kind not in "iufc":
+        raise ValueError(f"Padam checkpoint: {name!r} has dtype {array.dtype}")
+    if count:
+        if array.dtype.kind not in "iu" and not np.all(np.mod(array, 1) == 0):
+            raise ValueError(f"Padam checkpoint: {name!r} must be a whole number, got {array}")
+        if np.any(array < 0):
+            raise ValueError(f"Padam checkpoint: {name!r} is negative ({array})")
+        return
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"Padam checkpoint: {name!r} holds NaN or Inf")
+    if square and np.any(np.real(array) < 0):
+        raise ValueError(f"Padam checkpoint: {name!r} holds negative values (it is a square)")
 
 
 def _static_shape(value: Any) -> tuple[int | None, ...]:

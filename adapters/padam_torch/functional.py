@@ -71,7 +71,9 @@ def padam(
     # foreach path would read an unknown variant as "optax", so at least that is checked here.
     validate_hyperparameters(variant=variant, amsgrad=amsgrad)
     if foreach is None:
-        foreach = _default_foreach(params, differentiable)
+        # Tensor betas only work on the single-tensor path: pick it rather than fail.
+        tensor_betas = isinstance(beta1, Tensor) or isinstance(beta2, Tensor)
+        foreach = False if tensor_betas else _default_foreach(params, differentiable)
     if foreach and torch.jit.is_scripting():
         raise RuntimeError("torch.jit.script not supported with foreach optimizers")
     implementation = _multi_tensor_padam if foreach else _single_tensor_padam
@@ -165,6 +167,7 @@ def _single_tensor_padam(
             maximize=maximize,
             variant=variant,
             xp=torch_namespace,
+            validate=False,  # validated by Padam; never a host read of a tensor lr per step
         )
         # The kernel is pure: write its results back into the tensors the optimizer owns.
         param.copy_(result.param)
@@ -305,12 +308,22 @@ def _multi_tensor_padam(
                 torch._foreach_add_(device_grads, thetas, alpha=weight_decay)
             else:
                 device_grads = torch._foreach_add(device_grads, thetas, alpha=weight_decay)
+                grads_are_ours = True
+        # Saturation, as padam_core's kernel: clip the effective gradient, v and what enters
+        # the running max to finfo.max of the compute dtype (no bit changes without overflow).
+        largest = torch.finfo(compute_dtype).max
+        if not grads_are_ours:
+            device_grads = torch._foreach_clamp_max(device_grads, largest)
+        else:
+            torch._foreach_clamp_max_(device_grads, largest)
+        torch._foreach_clamp_min_(device_grads, -largest)
 
         # m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2 (the kernel's association).
         torch._foreach_mul_(device_exp_avgs, beta1)
         torch._foreach_add_(device_exp_avgs, device_grads, alpha=1 - beta1)
         torch._foreach_mul_(device_exp_avg_sqs, beta2)
         torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, value=1 - beta2)
+        torch._foreach_clamp_max_(device_exp_avg_sqs, largest)
         del device_grads
 
         bc1 = _bias_corrections(beta1, device_steps, on_device=steps_on_device, dtype=compute_dtype)
@@ -322,6 +335,7 @@ def _multi_tensor_padam(
 
         if variant == "optax":
             second = torch._foreach_div(device_exp_avg_sqs, bc2)
+            torch._foreach_clamp_max_(second, largest)
         else:
             second = device_exp_avg_sqs
         if amsgrad:

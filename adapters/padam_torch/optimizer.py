@@ -66,10 +66,36 @@ def _plain_number(value: Any, name: str) -> Any:
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"Tensor {name} must be 1-element, got shape {tuple(value.shape)}")
-        if torch.compiler.is_compiling() or value.requires_grad:
-            return value  # left unchecked, as padam_core does for traced values
-        return value.item()
+        if value.dtype == torch.bool or value.is_complex():
+            raise ValueError(
+                f"Invalid {name} value: a {value.dtype} tensor (expected a real number)"
+            )
+        if torch.compiler.is_compiling():
+            return value  # traced: padam_core checks its dtype, not its range
+        return value.detach().item()
     return value
+
+
+_NUMBER_KEYS = ("lr", "eps", "weight_decay", "partial")
+
+
+def _as_python_number(value: Any) -> Any:
+    """A NumPy number or 0-d array (concrete, already validated) as a Python float: the foreach
+    ops take Python scalars or tensors only. Tensors and Python numbers pass unchanged."""
+    if isinstance(value, (Tensor, int, float)) or not hasattr(value, "dtype"):
+        return value
+    return float(value)
+
+
+def _normalize_group(group: dict[str, Any]) -> None:
+    """Replace NumPy numbers in a validated group by Python floats (in place)."""
+    for key in _NUMBER_KEYS:
+        if key in group:
+            group[key] = _as_python_number(group[key])
+    if "betas" in group:
+        betas = tuple(_as_python_number(beta) for beta in group["betas"])
+        if any(new is not old for new, old in zip(betas, group["betas"], strict=True)):
+            group["betas"] = betas
 
 
 def _validate_group(group: Mapping[str, Any]) -> None:
@@ -94,7 +120,13 @@ def _validate_group(group: Mapping[str, Any]) -> None:
     for flag in ("amsgrad", "decoupled_weight_decay", "maximize", "variant"):
         if flag in group:
             values[flag] = group[flag]
-    validate_hyperparameters(names=_ARGUMENT_NAMES, **values)
+    validate_hyperparameters(
+        names=_ARGUMENT_NAMES, traced=True if torch.compiler.is_compiling() else None, **values
+    )
+    if group.get("foreach") and any(isinstance(beta, Tensor) for beta in betas):
+        raise ValueError(
+            "Invalid betas value: betas as Tensors are only supported with foreach=False"
+        )
 
 
 class Padam(Optimizer):
@@ -130,12 +162,14 @@ class Padam(Optimizer):
             "differentiable": differentiable,
         }
         _validate_group(defaults)
-        defaults["betas"] = tuple(map(_to_scalar, betas))
+        _normalize_group(defaults)
+        defaults["betas"] = tuple(map(_to_scalar, defaults["betas"]))
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group; its hyperparameters are validated before anything changes."""
         _validate_group({**self.defaults, **param_group})
+        _normalize_group(param_group)
         super().add_param_group(param_group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -231,6 +265,17 @@ class Padam(Optimizer):
                 "Padam does not support sparse gradients; use dense gradients "
                 "(e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
             )
+
+        # Every group is validated before any state is created or any step count moves (a group
+        # may have been edited, e.g. group["lr"] = "0.1", or loaded): all or nothing. Not while
+        # torch.compile traces (the values were validated when set; reading them would break
+        # the graph).
+        for index, group in enumerate([] if torch.compiler.is_compiling() else self.param_groups):
+            try:
+                _validate_group(group)
+            except ValueError as error:
+                raise ValueError(f"param group {index}: {error}") from None
+            _normalize_group(group)
 
         for group in self.param_groups:
             params_with_grad: list[Tensor] = []
@@ -329,9 +374,18 @@ class Padam(Optimizer):
             if isinstance(step, Tensor):
                 if step.numel() != 1:
                     raise ValueError(f"{where}: 'step' must hold one number, got {step.shape}")
+                if not step.is_floating_point():
+                    raise ValueError(
+                        f"{where}: 'step' is a {step.dtype} tensor (expected a floating tensor, "
+                        "as torch.optim.Adam saves it)"
+                    )
                 step = step.item()
-            if not isinstance(step, (int, float)) or not (math.isfinite(step) and step >= 0):
-                raise ValueError(f"{where}: 'step' must be a finite number >= 0, got {step!r}")
+            if (
+                isinstance(step, bool)
+                or not isinstance(step, (int, float))
+                or not (math.isfinite(step) and step >= 0 and float(step).is_integer())
+            ):
+                raise ValueError(f"{where}: 'step' must be a whole number >= 0, got {step!r}")
             for key in _STATE_TENSORS:
                 if key not in param_state:
                     continue
@@ -345,6 +399,11 @@ class Padam(Optimizer):
                     )
                 if not (value.is_floating_point() or value.is_complex()):
                     raise ValueError(f"{where}: {key!r} has dtype {value.dtype}, not floating")
+                real = torch.view_as_real(value) if value.is_complex() else value
+                if not bool(torch.isfinite(real).all()):
+                    raise ValueError(f"{where}: {key!r} holds NaN or Inf")
+                if key != "exp_avg" and bool((real < 0).any()):
+                    raise ValueError(f"{where}: {key!r} holds negative values (it is a square)")
 
     @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -113,7 +113,7 @@ INVALID = [
     ({"b1": -0.1}, "Invalid b1 value: -0.1"),
     ({"b2": 1.0}, "Invalid b2 value: 1.0 (expected 0 <= b2 < 1)"),
     ({"b2": math.nan}, "Invalid b2 value: nan"),
-    ({"eps": -1e-8}, "Invalid eps value: -1e-08 (expected 0 <= eps < inf)"),
+    ({"eps": -1e-8}, "Invalid eps value: -1e-08 (expected 0 < eps < inf)"),
     ({"eps": math.inf}, "Invalid eps value: inf"),
     ({"partial": 0.7}, "Invalid partial value: 0.7 (expected 0 <= partial <= 0.5)"),
     ({"partial": -0.01}, "Invalid partial value: -0.01"),
@@ -146,7 +146,7 @@ def test_validation_names_the_callers_argument():
 
 
 def test_boundary_values_are_valid():
-    padam_core.validate_hyperparameters(lr=0.0, b1=0.0, b2=0.0, eps=0.0, partial=0.5,
+    padam_core.validate_hyperparameters(lr=0.0, b1=0.0, b2=0.0, eps=1e-300, partial=0.5,
                                         weight_decay=0.0)  # fmt: skip
     padam_core.validate_hyperparameters(partial=0.0, lr=np.float32(0.1))
 

@@ -128,7 +128,7 @@ def test_mismatched_gradients_raise_clear_errors_and_leave_state_usable() -> Non
     with pytest.raises(ValueError, match=r"gradient \['w'\] has shape \(3, 4\).*\(4, 3\)"):
         update(bad_shape, state, params)
     with pytest.raises(ValueError, match="tree structure does not match"):
-        jax.jit(scale_by_padam().update)({"w": jnp.ones((4, 3))}, state[0])
+        jax.jit(scale_by_padam().update)({"w": jnp.ones((4, 3))}, state[1])
     no_max_state = scale_by_padam(amsgrad=False).init(params)
     with pytest.raises(ValueError, match="created with amsgrad=False"):
         scale_by_padam(amsgrad=True).update(params, no_max_state)
@@ -172,7 +172,7 @@ def test_mu_dtype_bfloat16_stores_mu_in_bfloat16_and_still_trains() -> None:
     optimizer = padam(LEARNING_RATE, mu_dtype=jnp.bfloat16)
     reference = oracle(params, noise_gradients(noise, 30), lr=LEARNING_RATE)
     params, state = train(optimizer, params, noise, 30)
-    assert state[0].mu["w"].dtype == jnp.bfloat16
+    assert state[1].mu["w"].dtype == jnp.bfloat16  # chain(decay, scale_by_padam, lr)
     assert params["w"].dtype == jnp.float32
     assert_trees_close(params, reference, tolerance=1e-2)  # mu is rounded to 8 bits each step
 
@@ -277,7 +277,7 @@ def test_lax_cond_can_skip_or_take_a_step() -> None:
     skipped, skipped_state = maybe_step(False, params, state)
     taken, taken_state = maybe_step(True, params, state)
     assert_trees_close(skipped, params, tolerance=0.0)
-    assert int(skipped_state[0].count) == 0 and int(taken_state[0].count) == 1
+    assert int(skipped_state[1].count) == 0 and int(taken_state[1].count) == 1
     expected_updates, _ = optimizer.update(grads, state, params)
     assert_trees_close(taken, optax.apply_updates(params, expected_updates), tolerance=1e-15)
 
@@ -529,7 +529,7 @@ def test_mismatched_checkpoint_raises_clear_error() -> None:
     optimizer = padam(LEARNING_RATE)
     arrays = state_to_arrays(optimizer.init(make_params()))
     other_shapes = optimizer.init({"w": jnp.ones((5, 3)), "b": jnp.ones(3)})
-    with pytest.raises(ValueError, match=r"entry \[0\].mu\['w'\] has shape \(4, 3\)"):
+    with pytest.raises(ValueError, match=r"entry \[1\].mu\['w'\] has shape \(4, 3\)"):
         state_from_arrays(arrays, like=other_shapes)
     with pytest.raises(ValueError, match="missing"):
         state_from_arrays(

@@ -165,7 +165,7 @@ def _corrupt(state_dict, how: str):
         ("missing exp_avg_sq", r"missing \['exp_avg_sq'\]"),
         ("missing max_exp_avg_sq", r"missing \['max_exp_avg_sq'\]"),
         ("step not scalar", "'step' must hold one number"),
-        ("negative step", "'step' must be a finite number >= 0"),
+        ("negative step", "'step' must be a whole number >= 0"),
         ("integer moment", "not floating"),
         ("invalid partial", "loaded param group 0: Invalid partial value: 0.8"),
         ("extra group", "loaded state dict has 2 parameter groups, the optimizer has 1"),
