@@ -136,6 +136,8 @@ class CompareConfig:
     weight_decay: float = 5e-4
     optimizers: list[str] = field(default_factory=lambda: list(OPTIMIZER_FAMILIES))
     partials: list[float] = field(default_factory=lambda: [0.125])
+    #: Padam's variants, one run per variant and partial; empty: ``optimizer.padam.variant``.
+    variants: list[str] = field(default_factory=list)
     optimizer: dict[str, dict[str, Any]] = field(
         default_factory=lambda: copy.deepcopy(DEFAULT_OPTIMIZER_OPTIONS)
     )
@@ -166,9 +168,13 @@ class CompareConfig:
             options = dict(self.optimizer[family])
             options.setdefault("weight_decay", self.weight_decay)
             if family == "padam":
-                for partial in self.partials:
-                    label = f"Padam p={format_partial(partial)}"
-                    runs.append(OptimizerRun(family, label, {**options, "partial": partial}))
+                for variant in self.variants or [options.get("variant", "reference")]:
+                    for partial in self.partials:
+                        label = f"Padam p={format_partial(partial)}"
+                        if self.variants:
+                            label += f" {variant}"
+                        run_options = {**options, "partial": partial, "variant": variant}
+                        runs.append(OptimizerRun(family, label, run_options))
             else:
                 runs.append(OptimizerRun(family, _LABELS[family], options))
         return runs
@@ -240,6 +246,17 @@ class CompareConfig:
                 0 <= partial <= 0.5,
                 f"Invalid partial value: {partial} (expected 0 <= partial <= 0.5)",
             )
+        from padam_core import VARIANTS
+
+        for variant in self.variants:
+            check(
+                variant in VARIANTS,
+                f"unknown variant {variant!r}; expected some of {', '.join(VARIANTS)}",
+            )
+        check(
+            len(set(self.variants)) == len(self.variants),
+            f"variants lists a name twice: {self.variants}",
+        )
         check(len(self.seeds) > 0, "seeds must hold at least one seed")
         check(len(set(self.seeds)) == len(self.seeds), f"seeds lists a seed twice: {self.seeds}")
         check(self.target_loss > 0, f"target_loss must be > 0, got {self.target_loss}")

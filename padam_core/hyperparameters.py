@@ -1,4 +1,4 @@
-"""Padam's hyperparameters: the defaults of SPEC.md and their validation, in one place.
+"""Padam's hyperparameters: the defaults of docs/numerics.md and their validation, in one place.
 
 Every adapter calls :func:`validate_hyperparameters` with its own argument names, so a user sees
 the name they typed (``beta_1`` in Keras, ``betas[0]`` in torch) in the error message.

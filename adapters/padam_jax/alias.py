@@ -108,7 +108,7 @@ def padam(
 
     transforms = []
     if maximize:
-        # SPEC order: g <- -g first, so the coupled L2 term below is not negated.
+        # docs/numerics.md's order: g <- -g first, so the coupled L2 term below is not negated.
         transforms.append(optax.scale(-1.0))
     # A Python 0 drops the decay; an array (inject_hyperparams) or a schedule keeps it.
     use_decay = not (isinstance(weight_decay, numbers.Real) and weight_decay == 0)
@@ -126,7 +126,8 @@ def padam(
         )
     )
     if use_decay and decoupled_weight_decay:
-        # -alpha * (u + lambda * theta) = theta * (1 - alpha * lambda) - alpha * u (SPEC).
+        # -alpha * (u + lambda * theta) = theta * (1 - alpha * lambda) - alpha * u
+        # (docs/numerics.md).
         transforms.append(optax.add_decayed_weights(weight_decay, mask))
     transforms.append(optax.scale_by_learning_rate(learning_rate))
     return optax.chain(*transforms)

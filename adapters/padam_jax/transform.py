@@ -31,7 +31,7 @@ class ScaleByPadamState(NamedTuple):
 
 
 def _state_dtype(dtype: Any) -> Any:
-    """Moments of 16-bit parameters are float32 (SPEC: "state kept in float32")."""
+    """Moments of 16-bit parameters are float32 (docs/numerics.md: "state kept in float32")."""
     return padam_core.compute_dtype(jnp.dtype(dtype), xp=jnp)
 
 
@@ -211,8 +211,8 @@ def scale_by_padam(
             # the kernel's own code. The zero is made in the compute dtype, so for 16-bit
             # gradients the direction stays float32 (as optax.adam's updates do with a float32
             # mu) and apply_updates rounds theta - lr * direction to the parameter's dtype once:
-            # the SPEC's "float32 computation rounded once". Under jit this all fuses, no float32
-            # copy of the parameters is stored. Learning rate, weight decay and maximize are
+            # docs/numerics.md: "float32 computation rounded once". Under jit this all fuses, no
+            # float32 copy of the parameters is stored. Learning rate, weight decay and maximize are
             # separate transformations, composed by padam_jax.padam.
             zero = jnp.zeros_like(grad, dtype=_state_dtype(grad.dtype))
             result = padam_core.padam_step(

@@ -1,4 +1,4 @@
-"""SPEC.md's identities: p = 1/2 is each framework's AMSGrad/Adam, p = 0 is momentum SGD.
+"""docs/numerics.md's identities: p = 1/2 is each framework's AMSGrad/Adam, p = 0 is momentum SGD.
 
 The frameworks' update rules are written here in float64 NumPy, line by line as their sources do
 them (torch/optim/adam.py, optax's scale_by_adam/scale_by_amsgrad, keras/optimizers/adam.py);

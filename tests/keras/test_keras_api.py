@@ -66,7 +66,7 @@ def test_slots_are_built_with_keras_names_and_state_dtypes() -> None:
     names = [v.name for v in optimizer.variables]
     for slot in ("momentum", "velocity", "velocity_hat"):
         assert sum(name.endswith(slot) for name in names) == 2
-    # float16 parameters keep float32 state (SPEC: eps = 1e-8 would underflow in float16).
+    # float16 parameters keep float32 state (numerics.md: eps = 1e-8 would underflow in float16).
     state = optimizer._momentums + optimizer._velocities + optimizer._velocity_hats
     assert sorted(v.dtype for v in state) == ["float32"] * 6
     no_max = Padam(amsgrad=False)

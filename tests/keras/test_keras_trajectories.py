@@ -1,4 +1,4 @@
-"""Padam's Keras trajectories equal the padam_core reference (NumPy float64) at SPEC tolerances.
+"""Padam's Keras trajectories equal the padam_core reference (NumPy float64), numerics.md's bounds.
 
 Every variant x amsgrad x weight-decay form, plus the partial powers that take the kernel's
 other code paths, over 100 steps on float32 variables (and float64 where the backend has it).

@@ -91,7 +91,7 @@ def test_low_precision_state_stays_float32_across_load():
 @pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
 def test_adam_amsgrad_checkpoint_continues_as_adam(foreach):
     """An Adam(amsgrad=True) checkpoint loads into Padam; with p = 1/2 torch-style the run
-    continues exactly as Adam would (SPEC's identity), so nothing of the state is lost."""
+    continues exactly as Adam would (numerics.md), so nothing of the state is lost."""
     torch.manual_seed(0)
     adam_model = torch.nn.Linear(6, 3).double()
     adam = torch.optim.Adam(adam_model.parameters(), lr=0.01, amsgrad=True, foreach=foreach)

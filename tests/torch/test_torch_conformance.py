@@ -123,7 +123,7 @@ def padam_torch_padam(params, **kwargs):
 
 def test_variants_separate_on_large_then_small_gradients():
     """A large first gradient then small ones separates torch- from optax-style; a constant
-    gradient does not (SPEC.md). Each run also matches the kernel."""
+    gradient does not (docs/numerics.md). Each run also matches the kernel."""
     gradients = [[np.array([10.0, -10.0])]] + [[np.array([0.01, -0.01])]] * 30
     constant = [[np.array([0.5, -0.5])]] * 31
     initial = [np.array([1.0, 2.0])]

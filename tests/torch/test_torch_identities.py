@@ -130,7 +130,7 @@ def test_reference_variant_is_the_authors_code(partial, amsgrad, foreach):
 
 
 def test_first_step_closed_form():
-    """SPEC.md: theta1 = theta0 - lr (1-b2)^(1/2-p) g / (|g| + eps/sqrt(1-b2))^(2p)."""
+    """docs/numerics.md: theta1 = theta0 - lr (1-b2)^(1/2-p) g / (|g| + eps/sqrt(1-b2))^(2p)."""
     lr, b2, eps, partial = 0.1, 0.999, 1e-8, 0.125
     theta0 = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float64)
     grad = torch.tensor([1e-3, -2.0, 0.3, 1e-9], dtype=torch.float64)
