@@ -20,6 +20,7 @@ Both compute, for every tensor at step t (see :mod:`padam_core.kernel` for the v
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from itertools import chain
 from typing import Any
@@ -374,10 +375,23 @@ class Padam(Optimizer):
                     if key in _STATE_TENSORS and isinstance(value, Tensor)
                 }
 
+        amsgrad_before = [group["amsgrad"] for group in self.param_groups]
         super().load_state_dict(state_dict)
 
         for group, kept_values in zip(self.param_groups, kept, strict=True):
             group.update(kept_values)
+        groups = zip(self.param_groups, amsgrad_before, strict=True)
+        for index, (group, before) in enumerate(groups):
+            if bool(group["amsgrad"]) != bool(before):
+                warnings.warn(
+                    f"Padam.load_state_dict: param group {index}: the checkpoint sets "
+                    f"amsgrad={group['amsgrad']} (it was {before}); a torch.optim.Adam checkpoint "
+                    "has amsgrad=False unless Adam was built with amsgrad=True, which turns "
+                    "Padam's running max off. The checkpoint's lr replaces yours too. Set "
+                    "group['amsgrad'] after loading to keep your setting.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         for param, moments in full_precision.items():
             for key, value in moments.items():
                 self.state[param][key] = value.to(
@@ -413,8 +427,10 @@ each step on a parameter theta with gradient g is
 Args:
     params (iterable): iterable of parameters or named_parameters to optimize, or of dicts
         defining parameter groups (each group may override any hyperparameter below).
-    lr (float, Tensor, optional): learning rate gamma (default: 0.1, the paper's). A 1-element
-        tensor lets ``torch.compile`` reuse one graph while a scheduler changes it.
+    lr (float, Tensor, optional): learning rate gamma (default: 0.1, the paper's for p = 1/8:
+        100x Adam's 0.001; a factory that builds the optimizer itself without passing ``lr``,
+        e.g. Hugging Face's ``optimizer_cls_and_kwargs`` or timm with ``lr=None``, gets 0.1).
+        A 1-element tensor lets ``torch.compile`` reuse one graph while a scheduler changes it.
     betas (tuple[float, float], optional): b1, b2 of the moment averages (default: (0.9, 0.999)).
     eps (float, optional): epsilon of the denominator (default: 1e-8).
     weight_decay (float, optional): lambda; L2 penalty added to the gradient, or AdamW-style

@@ -208,3 +208,23 @@ def test_padam_checkpoint_loads_back_into_adam():
     _train_linear(adam_model, adam, range(10, 20))
     for expected, actual in zip(padam_model.parameters(), adam_model.parameters(), strict=True):
         torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_loading_a_checkpoint_that_switches_amsgrad_warns():
+    """An Adam checkpoint (amsgrad=False by default) turns Padam's running max off: say so."""
+    model = torch.nn.Linear(3, 2)
+    adam = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    adam.step()
+    padam = Padam(model.parameters())
+    with pytest.warns(UserWarning, match=r"amsgrad=False \(it was True\)"):
+        padam.load_state_dict(adam.state_dict())
+    assert padam.param_groups[0]["amsgrad"] is False
+    assert padam.param_groups[0]["lr"] == 1e-3  # torch's rule: the checkpoint's groups win
+
+
+def test_loading_a_checkpoint_that_keeps_amsgrad_does_not_warn(recwarn):
+    model = torch.nn.Linear(3, 2)
+    source = Padam(model.parameters())
+    Padam(model.parameters()).load_state_dict(source.state_dict())
+    assert not [w for w in recwarn if "amsgrad" in str(w.message)]
