@@ -454,35 +454,23 @@ def build_config(
     return config
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
-
-
 def to_toml(config: CompareConfig) -> str:
     """``config`` as a TOML file that :func:`load_toml` + :func:`build_config` read back.
 
-    Settings that are ``None`` (meaning "automatic") are written as comments.
+    Written by tomli-w; settings that are ``None`` (meaning "automatic") have no TOML value and
+    are written as comments.
     """
-    lines = ["# padam compare configuration (padam compare --config FILE)"]
+    import tomli_w
+
+    header = ["# padam compare configuration (padam compare --config FILE)"]
+    data: dict[str, Any] = {}
     for item in fields(config):
         if item.name == "optimizer":
             continue
         value = getattr(config, item.name)
         if value is None:
-            lines.append(f"# {item.name} = (automatic)")
+            header.append(f"# {item.name} = (automatic)")
         else:
-            lines.append(f"{item.name} = {_toml_value(value)}")
-    for family in OPTIMIZER_FAMILIES:
-        lines.append("")
-        lines.append(f"[optimizer.{family}]")
-        for key, value in config.optimizer[family].items():
-            lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+            data[item.name] = value
+    data["optimizer"] = {family: dict(config.optimizer[family]) for family in OPTIMIZER_FAMILIES}
+    return "\n".join(header) + "\n" + tomli_w.dumps(data)

@@ -28,8 +28,8 @@ import optax
 
 from padam_compare.config import CompareConfig, ConfigError, OptimizerRun
 from padam_compare.data import Dataset
+from padam_compare.errors import SetupError
 from padam_compare.results import EpochRecord, RunResult
-from padam_compare.runner import SetupError
 
 __all__ = ["JAX_MODELS", "JAX_OPTIMIZERS", "JaxBackend", "make_transformation"]
 
