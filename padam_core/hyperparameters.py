@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_EPS",
     "DEFAULT_LR",
     "DEFAULT_PARTIAL",
+    "DEFAULT_VARIANT",
     "DEFAULT_WEIGHT_DECAY",
     "VARIANTS",
     "validate_hyperparameters",
@@ -30,6 +31,10 @@ DEFAULT_B2: Final = 0.999
 DEFAULT_EPS: Final = 1e-8
 DEFAULT_PARTIAL: Final = 0.125
 DEFAULT_WEIGHT_DECAY: Final = 0.0
+# "torch" (bias-corrected v inside the power): the full step from t = 1. The authors' placement
+# ("reference") scales every step by (1 - b2^t)^(1/2 - p), a hidden warm-up of ~5000 steps that
+# measurably hurts short runs and fine-tuning (README, "Which variant"; docs/numerics.md).
+DEFAULT_VARIANT: Final = "torch"
 
 #: The three denominators (see :mod:`padam_core.kernel` for their formulas).
 VARIANTS: Final = ("reference", "torch", "optax")

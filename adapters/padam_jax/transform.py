@@ -69,7 +69,7 @@ def scale_by_padam(
     partial: float | jax.Array = padam_core.DEFAULT_PARTIAL,
     *,
     amsgrad: bool = True,
-    variant: str = "reference",
+    variant: str = padam_core.DEFAULT_VARIANT,
     mu_dtype: Any | None = None,
 ) -> optax.GradientTransformation:
     r"""Rescale gradients by Padam's partially adaptive denominator.
@@ -83,7 +83,8 @@ def scale_by_padam(
                                       amsgrad)
 
     and the update direction u, which a following ``optax.scale_by_learning_rate`` turns into
-    ``-learning_rate * u`` (``reference`` is the authors' published code, at every p):
+    ``-learning_rate * u`` (``torch`` is the default; ``reference`` is the authors' published
+    code, at every p, and scales the step by (1 - b2^t)^(1/2 - p), a warm-up):
 
     =============  =================================================  ======================
     ``variant``    u                                                  same as, at p = 1/2

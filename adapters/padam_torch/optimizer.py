@@ -41,6 +41,7 @@ from padam_core import (
     DEFAULT_EPS,
     DEFAULT_LR,
     DEFAULT_PARTIAL,
+    DEFAULT_VARIANT,
     DEFAULT_WEIGHT_DECAY,
     validate_hyperparameters,
 )
@@ -111,7 +112,7 @@ class Padam(Optimizer):
         *,
         decoupled_weight_decay: bool = False,
         maximize: bool = False,
-        variant: str = "reference",
+        variant: str = DEFAULT_VARIANT,
         foreach: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
@@ -402,8 +403,8 @@ class Padam(Optimizer):
 Padam.__doc__ = r"""Implements Padam (partially adaptive momentum estimation).
 
 Padam is AMSGrad with the denominator raised to a partial power ``partial`` = p in [0, 1/2]:
-p = 1/2 is AMSGrad, p = 0 momentum SGD. With ``variant="reference"`` (default, the authors' code)
-each step on a parameter theta with gradient g is
+p = 1/2 is AMSGrad, p = 0 momentum SGD. With ``variant="reference"`` (the authors' code) each
+step on a parameter theta with gradient g is
 
 .. math::
    \begin{aligned}
@@ -417,7 +418,8 @@ each step on a parameter theta with gradient g is
        \frac{m_t}{(\sqrt{\hat v_t} + \epsilon)^{2p}}
    \end{aligned}
 
-``variant="torch"`` places eps and the bias corrections as ``torch.optim.Adam`` does
+``variant="torch"`` (the default: the step above without its warm-up factor
+:math:`(1-\beta_2^t)^{1/2-p}`) places eps and the bias corrections as ``torch.optim.Adam`` does
 (:math:`\theta_t = \theta_{t-1} - \frac{\gamma}{1-\beta_1^t} m_t / ((\hat v_t/(1-\beta_2^t))^p
 + \epsilon)`), so with ``partial=0.5`` it equals ``Adam(amsgrad=True)``, ``Adam`` with
 ``amsgrad=False`` and ``AdamW`` with ``decoupled_weight_decay=True``. ``variant="optax"`` is
@@ -440,8 +442,9 @@ Args:
         p in {1/2, 1/4, 1/8, 1/16} is computed with a chain of square roots.
     decoupled_weight_decay (bool, optional): decay the parameter as AdamW does (default: False).
     maximize (bool, optional): maximize the objective instead of minimizing (default: False).
-    variant (str, optional): ``"reference"`` (default), ``"torch"`` or ``"optax"``: where eps
-        and the bias corrections sit (see above).
+    variant (str, optional): ``"torch"`` (default), ``"reference"`` or ``"optax"``: where eps
+        and the bias corrections sit (see above). ``"reference"`` is the authors' code, whose
+        step is the others' times (1 - b2^t)^(1/2 - p): a warm-up over ~5000 steps.
     foreach (bool, optional): use the ``torch._foreach_*`` implementation; ``None`` picks it on
         CUDA as torch does, and also for plain CPU tensors, where it is the faster one
         (default: None). ``False`` runs the canonical kernel tensor by tensor.
