@@ -182,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Padam's partial p, one run per value, e.g. 1/8 1/4 (default 1/8)",
     )
     add(
+        "--variants",
+        nargs="+",
+        choices=["reference", "torch", "optax"],
+        metavar="VARIANT",
+        default=S,
+        help="Padam's variants, one run per variant and p, some of reference torch optax "
+        "(default: padam.variant, reference)",
+    )
+    add(
         "--lr",
         action="append",
         type=_assignment,

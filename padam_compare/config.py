@@ -136,6 +136,8 @@ class CompareConfig:
     weight_decay: float = 5e-4
     optimizers: list[str] = field(default_factory=lambda: list(OPTIMIZER_FAMILIES))
     partials: list[float] = field(default_factory=lambda: [0.125])
+    #: Padam's variants, one run per variant and partial; empty: ``optimizer.padam.variant``.
+    variants: list[str] = field(default_factory=list)
     optimizer: dict[str, dict[str, Any]] = field(
         default_factory=lambda: copy.deepcopy(DEFAULT_OPTIMIZER_OPTIONS)
     )
@@ -166,9 +168,13 @@ class CompareConfig:
             options = dict(self.optimizer[family])
             options.setdefault("weight_decay", self.weight_decay)
             if family == "padam":
-                for partial in self.partials:
-                    label = f"Padam p={format_partial(partial)}"
-                    runs.append(OptimizerRun(family, label, {**options, "partial": partial}))
+                for variant in self.variants or [options.get("variant", "reference")]:
+                    for partial in self.partials:
+                        label = f"Padam p={format_partial(partial)}"
+                        if self.variants:
+                            label += f" {variant}"
+                        run_options = {**options, "partial": partial, "variant": variant}
+                        runs.append(OptimizerRun(family, label, run_options))
             else:
                 runs.append(OptimizerRun(family, _LABELS[family], options))
         return runs
@@ -252,6 +258,17 @@ class CompareConfig:
                 0 <= partial <= 0.5,
                 f"Invalid partial value: {partial} (expected 0 <= partial <= 0.5)",
             )
+        from padam_core import VARIANTS
+
+        for variant in self.variants:
+            check(
+                variant in VARIANTS,
+                f"unknown variant {variant!r}; expected some of {', '.join(VARIANTS)}",
+            )
+        check(
+            len(set(self.variants)) == len(self.variants),
+            f"variants lists a name twice: {self.variants}",
+        )
         check(len(self.seeds) > 0, "seeds must hold at least one seed")
         check(len(set(self.seeds)) == len(self.seeds), f"seeds lists a seed twice: {self.seeds}")
         check(self.target_loss > 0, f"target_loss must be > 0, got {self.target_loss}")
@@ -470,35 +487,23 @@ def build_config(
     return config
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
-
-
 def to_toml(config: CompareConfig) -> str:
     """``config`` as a TOML file that :func:`load_toml` + :func:`build_config` read back.
 
-    Settings that are ``None`` (meaning "automatic") are written as comments.
+    Written by tomli-w; settings that are ``None`` (meaning "automatic") have no TOML value and
+    are written as comments.
     """
-    lines = ["# padam compare configuration (padam compare --config FILE)"]
+    import tomli_w
+
+    header = ["# padam compare configuration (padam compare --config FILE)"]
+    data: dict[str, Any] = {}
     for item in fields(config):
         if item.name == "optimizer":
             continue
         value = getattr(config, item.name)
         if value is None:
-            lines.append(f"# {item.name} = (automatic)")
+            header.append(f"# {item.name} = (automatic)")
         else:
-            lines.append(f"{item.name} = {_toml_value(value)}")
-    for family in OPTIMIZER_FAMILIES:
-        lines.append("")
-        lines.append(f"[optimizer.{family}]")
-        for key, value in config.optimizer[family].items():
-            lines.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
+            data[item.name] = value
+    data["optimizer"] = {family: dict(config.optimizer[family]) for family in OPTIMIZER_FAMILIES}
+    return "\n".join(header) + "\n" + tomli_w.dumps(data)

@@ -11,7 +11,7 @@ Optimizers, matched to the torch baselines: coupled L2 weight decay is
 to the gradient the same way); ``sgd`` is ``optax.sgd`` with momentum (torch's heavy-ball
 form); ``adamw`` is ``optax.adamw`` (decoupled, scaled by the learning rate, as torch);
 ``amsgrad`` is ``optax.amsgrad``, whose running max is over the *bias-corrected* v (torch's over
-the raw v: see SPEC.md, "optax-style"); Padam is ``padam_jax.padam``.
+the raw v: see docs/numerics.md, "optax-style"); Padam is ``padam_jax.padam``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import optax
 
 from padam_compare.config import CompareConfig, ConfigError, OptimizerRun
 from padam_compare.data import Dataset
+from padam_compare.errors import SetupError
 from padam_compare.results import EpochRecord, RunResult
-from padam_compare.runner import SetupError
 
 __all__ = ["JAX_MODELS", "JAX_OPTIMIZERS", "JaxBackend", "make_transformation"]
 

@@ -24,8 +24,8 @@ import keras
 
 from padam_compare.config import CompareConfig, ConfigError, OptimizerRun
 from padam_compare.data import Dataset
+from padam_compare.errors import SetupError
 from padam_compare.results import EpochRecord, RunResult
-from padam_compare.runner import SetupError
 
 __all__ = ["KERAS_OPTIMIZERS", "KerasBackend", "make_optimizer"]
 

@@ -15,13 +15,10 @@ from typing import Any, Final, Protocol
 
 from padam_compare.config import CompareConfig, ConfigError, OptimizerRun
 from padam_compare.data import Dataset, load_dataset
+from padam_compare.errors import SetupError
 from padam_compare.results import EpochRecord, RunResult, Summary, summarize
 
 __all__ = ["BACKENDS", "Backend", "Comparison", "SetupError", "get_backend", "run_comparison"]
-
-
-class SetupError(RuntimeError):
-    """The run cannot start here: a package or device is missing, an optimizer rejects a value."""
 
 
 class Backend(Protocol):

@@ -13,8 +13,8 @@ from torch import nn
 
 from padam_compare.config import CompareConfig, OptimizerRun
 from padam_compare.data import Dataset
+from padam_compare.errors import SetupError
 from padam_compare.results import EpochRecord, RunResult
-from padam_compare.runner import SetupError
 from padam_compare.torch_models import build_model
 
 __all__ = ["TORCH_OPTIMIZERS", "TorchBackend", "make_optimizer"]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from padam_core.hyperparameters import DEFAULT_VARIANT
 from padam_core.kernel import SQRT_CHAIN_LENGTHS, bias_correction
 
 __all__ = ["POW_GENERAL", "available", "padam_step_inplace", "power_mode", "supports"]
@@ -133,7 +134,7 @@ def padam_step_inplace(
     decoupled_weight_decay: bool = False,
     amsgrad: bool = True,
     maximize: bool = False,
-    variant: str = "reference",
+    variant: str = DEFAULT_VARIANT,
 ) -> None:
     """:func:`padam_core.padam_step` fused and in place: updates param and the state arrays.
 

@@ -1,4 +1,4 @@
-"""Padam's hyperparameters: the defaults of SPEC.md and their validation, in one place.
+"""Padam's hyperparameters: the defaults of docs/numerics.md and their validation, in one place.
 
 Every adapter calls :func:`validate_hyperparameters` with its own argument names, so a user sees
 the name they typed (``beta_1`` in Keras, ``betas[0]`` in torch) in the error message.
@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_EPS",
     "DEFAULT_LR",
     "DEFAULT_PARTIAL",
+    "DEFAULT_VARIANT",
     "DEFAULT_WEIGHT_DECAY",
     "VARIANTS",
     "check_number",
@@ -32,6 +33,10 @@ DEFAULT_B2: Final = 0.999
 DEFAULT_EPS: Final = 1e-8
 DEFAULT_PARTIAL: Final = 0.125
 DEFAULT_WEIGHT_DECAY: Final = 0.0
+# "torch" (bias-corrected v inside the power): the full step from t = 1. The authors' placement
+# ("reference") scales every step by (1 - b2^t)^(1/2 - p), a hidden warm-up of ~5000 steps that
+# measurably hurts short runs and fine-tuning (README, "Which variant"; docs/numerics.md).
+DEFAULT_VARIANT: Final = "torch"
 
 #: The three denominators (see :mod:`padam_core.kernel` for their formulas).
 VARIANTS: Final = ("reference", "torch", "optax")
@@ -41,7 +46,7 @@ _RANGES: Final[dict[str, tuple[float, float, bool, str]]] = {
     "lr": (0.0, math.inf, False, "0 <= {name} < inf"),
     "b1": (0.0, 1.0, False, "0 <= {name} < 1"),
     "b2": (0.0, 1.0, False, "0 <= {name} < 1"),
-    # eps = 0 would turn every zero gradient entry into 0/0 (SPEC: eps > 0).
+    # eps = 0 would turn every zero gradient entry into 0/0 (docs/numerics.md: eps > 0).
     "eps": (0.0, math.inf, False, "0 < {name} < inf"),
     "partial": (0.0, 0.5, True, "0 <= {name} <= 0.5"),
     "weight_decay": (0.0, math.inf, False, "0 <= {name} < inf"),

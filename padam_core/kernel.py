@@ -26,6 +26,8 @@ variant        running max (amsgrad=True)  update
 ``reference`` is the authors' published code (and, at p = 1/2, ``keras.optimizers.Adam``);
 ``torch`` is ``torch.optim.Adam``'s placement of eps and bias corrections; ``optax`` is
 ``optax.amsgrad``'s. With ``amsgrad=False`` there is no running max: v_hat is v (``optax``: v/bc2).
+The default is ``torch``: ``reference``'s step is the others' times (1 - b2^t)^(1/2 - p), a
+warm-up over ~5000 steps (docs/numerics.md).
 
 Numerics decisions, made here once for every framework:
 
@@ -76,6 +78,7 @@ from padam_core.hyperparameters import (
     DEFAULT_EPS,
     DEFAULT_LR,
     DEFAULT_PARTIAL,
+    DEFAULT_VARIANT,
     DEFAULT_WEIGHT_DECAY,
     VARIANTS,
     validate_hyperparameters,
@@ -241,7 +244,7 @@ def padam_step(
     decoupled_weight_decay: bool = False,
     amsgrad: bool = True,
     maximize: bool = False,
-    variant: str = "reference",
+    variant: str = DEFAULT_VARIANT,
     xp: Any = None,
     validate: bool = True,
 ) -> StepResult:
@@ -258,7 +261,8 @@ def padam_step(
       decoupled_weight_decay: AdamW-style decay theta * (1 - lr * lambda) instead of L2 in g.
       amsgrad: keep the running max v_hat (Padam's default).
       maximize: ascend instead of descend.
-      variant: ``"reference"``, ``"torch"`` or ``"optax"`` (table in the module docstring).
+      variant: ``"torch"`` (default), ``"reference"`` or ``"optax"`` (table in the module
+        docstring).
       xp: the array namespace; found from ``param`` and ``grad`` when omitted.
       validate: check the hyperparameters and ``step`` first with
         :func:`padam_core.validate_hyperparameters` (types always; ranges of concrete values;

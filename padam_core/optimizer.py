@@ -30,6 +30,7 @@ from padam_core.hyperparameters import (
     DEFAULT_EPS,
     DEFAULT_LR,
     DEFAULT_PARTIAL,
+    DEFAULT_VARIANT,
     DEFAULT_WEIGHT_DECAY,
     validate_hyperparameters,
 )
@@ -95,7 +96,7 @@ class Padam:
         decoupled_weight_decay: bool = False,
         amsgrad: bool = True,
         maximize: bool = False,
-        variant: str = "reference",
+        variant: str = DEFAULT_VARIANT,
         check_finite: bool = True,
         fused: bool | None = None,
     ) -> None:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11+) and install padam with every extra; a no-op when nothing changed.
+# Create .venv (Python 3.11+) and install padam with every extra at the exact versions of
+# constraints.txt; a no-op when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,12 +15,14 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 
-# Reinstall only when the dependency list changed (pyproject.toml's hash is the stamp).
+# Reinstall only when the dependency list or the pins changed (their hash is the stamp).
 stamp=.venv/.padam-installed
-wanted=$(sha256sum pyproject.toml | cut -c1-16)
+wanted=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "setup: installing padam and its extras into .venv (first run: a few minutes)"
-  # torch==2.13.0 is pinned: on this kind of machine a CPU wheel of it lies on disk.
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[all,test,bench]"
+  # torch==2.13.0 stays explicit: on this kind of machine a CPU wheel of it lies on disk.
+  # tensorflow-cpu is the Keras TensorFlow backend for the tests (the keras extra has none).
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+    -e ".[all,test,bench,recipes]" tensorflow-cpu torch==2.13.0
   echo "$wanted" >"$stamp"
 fi

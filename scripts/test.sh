@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set everything up, then run the whole test suite: lint, the main suite, and the Keras tests
+# Set everything up, then run the whole test suite: lint, types, the main suite, and the Keras tests
 # once per Keras backend, each in its own process (Keras picks its backend once per process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,8 @@ run_pytest() {
 
 echo "== ruff"
 "$python" -m ruff check .
+echo "== mypy (the public API's annotations; [tool.mypy] in pyproject.toml)"
+"$python" -m mypy
 echo "== main suite (core, torch, jax, compare)"
 run_pytest tests --ignore=tests/keras -q
 if [ -d tests/keras ]; then

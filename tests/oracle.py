@@ -1,8 +1,8 @@
-"""The float64 oracle: SPEC.md's update written as a naive loop over Python numbers.
+"""The float64 oracle: docs/numerics.md's update written as a naive loop over Python numbers.
 
 It never imports padam_core: it is what the kernel and every adapter are checked against. Each
 element is updated on its own with Python floats (or complex numbers), exactly in the order
-SPEC.md lists the steps.
+docs/numerics.md lists the steps.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Config:
-    """Hyperparameters in the core's names (SPEC.md's defaults)."""
+    """Hyperparameters in the core's names (docs/numerics.md's defaults)."""
 
     lr: float = 0.1
     b1: float = 0.9
@@ -109,7 +109,7 @@ def gradient_sequence(
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """SPEC.md's measure: max|x - ref| / max|ref| over the whole tensor (0 for empty tensors)."""
+    """numerics.md's measure, max|x - ref| / max|ref| over the whole tensor (0 if empty)."""
     actual = np.asarray(actual, dtype=np.result_type(actual, np.float64))
     expected = np.asarray(expected, dtype=np.result_type(expected, np.float64))
     if expected.size == 0:

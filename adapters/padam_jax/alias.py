@@ -29,7 +29,7 @@ def padam(
     decoupled_weight_decay: bool = False,
     amsgrad: bool = True,
     maximize: bool = False,
-    variant: str = "reference",
+    variant: str = padam_core.DEFAULT_VARIANT,
     mu_dtype: Any | None = None,
     mask: Any | Callable[[optax.Params], Any] | None = None,
 ) -> optax.GradientTransformation:
@@ -44,10 +44,11 @@ def padam(
         v_hat = max(v_hat, v)
         theta = theta - alpha * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v_hat) + eps)^(2 p)
 
-    (the ``reference`` variant, the authors' code; see :func:`scale_by_padam` for the
-    ``torch`` and ``optax`` variants). With ``decoupled_weight_decay=True`` the L2 term leaves
-    the gradient and theta = theta * (1 - alpha * lambda) is applied with the step, as in
-    ``optax.adamw``.
+    (the ``reference`` variant, the authors' code; the default ``torch`` variant is
+    theta - alpha / (1 - b1^t) * m / ((v_hat / (1 - b2^t))^p + eps), the full step from t = 1;
+    see :func:`scale_by_padam` for all three). With ``decoupled_weight_decay=True`` the L2
+    term leaves the gradient and theta = theta * (1 - alpha * lambda) is applied with the step,
+    as in ``optax.adamw``.
 
     ==========  ==========================  ==============================================
     symbol      argument                    meaning
@@ -73,7 +74,7 @@ def padam(
       decoupled_weight_decay: AdamW-style decay instead of L2 in the gradient.
       amsgrad: keep the running max of v (Padam's default); ``False`` gives Adam's denominator.
       maximize: ascend the objective instead of descending it.
-      variant: ``"reference"`` (default), ``"torch"`` or ``"optax"``.
+      variant: ``"torch"`` (default), ``"reference"`` or ``"optax"``.
       mu_dtype: dtype of the stored first moment (see :func:`scale_by_padam`).
       mask: a pytree of booleans (or a function of the parameters returning one) saying which
         parameters get weight decay, as in ``optax.adamw``.
@@ -111,7 +112,7 @@ def padam(
 
     transforms = []
     if maximize:
-        # SPEC order: g <- -g first, so the coupled L2 term below is not negated.
+        # docs/numerics.md's order: g <- -g first, so the coupled L2 term below is not negated.
         transforms.append(optax.scale(-1.0))
     # The decay transform is always in the chain (whatever the value of weight_decay), so
     # padam(...) and optax.inject_hyperparams(padam)(...) build the same state structure.
@@ -131,7 +132,8 @@ def padam(
         )
     )
     if decoupled_weight_decay:
-        # -alpha * (u + lambda * theta) = theta * (1 - alpha * lambda) - alpha * u (SPEC).
+        # -alpha * (u + lambda * theta) = theta * (1 - alpha * lambda) - alpha * u
+        # (docs/numerics.md).
         transforms.append(decay)
     transforms.append(optax.scale_by_learning_rate(learning_rate))
     return _in_gradient_dtype(optax.chain(*transforms))

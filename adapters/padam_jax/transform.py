@@ -34,7 +34,7 @@ class ScaleByPadamState(NamedTuple):
 
 
 def _state_dtype(dtype: Any) -> Any:
-    """Moments of 16-bit parameters are float32 (SPEC: "state kept in float32")."""
+    """Moments of 16-bit parameters are float32 (docs/numerics.md: "state kept in float32")."""
     return padam_core.compute_dtype(jnp.dtype(dtype), xp=jnp)
 
 
@@ -72,7 +72,7 @@ def scale_by_padam(
     partial: float | jax.Array = padam_core.DEFAULT_PARTIAL,
     *,
     amsgrad: bool = True,
-    variant: str = "reference",
+    variant: str = padam_core.DEFAULT_VARIANT,
     mu_dtype: Any | None = None,
 ) -> optax.GradientTransformation:
     return _scale_by_padam(
@@ -103,7 +103,8 @@ def _scale_by_padam(
                                       amsgrad)
 
     and the update direction u, which a following ``optax.scale_by_learning_rate`` turns into
-    ``-learning_rate * u`` (``reference`` is the authors' published code, at every p):
+    ``-learning_rate * u`` (``torch`` is the default; ``reference`` is the authors' published
+    code, at every p, and scales the step by (1 - b2^t)^(1/2 - p), a warm-up):
 
     =============  =================================================  ======================
     ``variant``    u                                                  same as, at p = 1/2

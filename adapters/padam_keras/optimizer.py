@@ -21,6 +21,7 @@ from padam_core import (
     DEFAULT_EPS,
     DEFAULT_LR,
     DEFAULT_PARTIAL,
+    DEFAULT_VARIANT,
     DEFAULT_WEIGHT_DECAY,
     padam_step,
     validate_hyperparameters,
@@ -113,8 +114,9 @@ class Padam(keras.optimizers.Optimizer):
         bc1 = 1 - beta_1^t,  bc2 = 1 - beta_2^t
         theta <- theta - lr * sqrt(bc2) / bc1 * m / (sqrt(v_hat) + epsilon)^(2 * partial)
 
-    That last line is the default ``variant="reference"`` (the authors' code, and Keras's Adam
-    at p = 1/2). ``variant="torch"`` uses ``theta -= lr / bc1 * m / ((v_hat / bc2)^p + eps)``
+    That last line is ``variant="reference"`` (the authors' code, and Keras's Adam at p = 1/2;
+    its step is the others' times (1 - b2^t)^(1/2 - p), a warm-up). The default
+    ``variant="torch"`` uses ``theta -= lr / bc1 * m / ((v_hat / bc2)^p + eps)``
     (``torch.optim.Adam``'s placement of eps) and ``variant="optax"`` keeps
     ``v_hat <- max(v_hat, v / bc2)`` and uses ``theta -= lr * (m / bc1) / (v_hat^p + eps)``
     (``optax.amsgrad``'s). With ``amsgrad=False`` there is no running max (v_hat is v) and no
@@ -160,7 +162,7 @@ class Padam(keras.optimizers.Optimizer):
         epsilon: Added to the root of the second moment, > 0. Default 1e-8 (not Keras's 1e-7).
         partial: The partial power p, 0 <= partial <= 0.5.
         amsgrad: Keep the running max ``velocity_hat`` (Padam's default, as in the paper).
-        variant: ``"reference"``, ``"torch"`` or ``"optax"`` (formulas above).
+        variant: ``"torch"`` (default), ``"reference"`` or ``"optax"`` (formulas above).
         l2_weight_decay: Coupled L2 weight decay (the paper's), >= 0.
         maximize: Ascend the objective instead of descending it.
         {{base_optimizer_keyword_args}}
@@ -187,7 +189,7 @@ class Padam(keras.optimizers.Optimizer):
         epsilon: float = DEFAULT_EPS,
         partial: float = DEFAULT_PARTIAL,
         amsgrad: bool = True,
-        variant: str = "reference",
+        variant: str = DEFAULT_VARIANT,
         l2_weight_decay: float = DEFAULT_WEIGHT_DECAY,
         maximize: bool = False,
         weight_decay: float | None = None,

@@ -20,6 +20,7 @@ Both compute, for every tensor at step t (see :mod:`padam_core.kernel` for the v
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from itertools import chain
 from typing import Any
@@ -40,6 +41,7 @@ from padam_core import (
     DEFAULT_EPS,
     DEFAULT_LR,
     DEFAULT_PARTIAL,
+    DEFAULT_VARIANT,
     DEFAULT_WEIGHT_DECAY,
     validate_hyperparameters,
 )
@@ -142,7 +144,7 @@ class Padam(Optimizer):
         *,
         decoupled_weight_decay: bool = False,
         maximize: bool = False,
-        variant: str = "reference",
+        variant: str = DEFAULT_VARIANT,
         foreach: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
@@ -433,10 +435,23 @@ class Padam(Optimizer):
                     if key in _STATE_TENSORS and isinstance(value, Tensor)
                 }
 
+        amsgrad_before = [group["amsgrad"] for group in self.param_groups]
         super().load_state_dict(state_dict)
 
         for group, kept_values in zip(self.param_groups, kept, strict=True):
             group.update(kept_values)
+        groups = zip(self.param_groups, amsgrad_before, strict=True)
+        for index, (group, before) in enumerate(groups):
+            if bool(group["amsgrad"]) != bool(before):
+                warnings.warn(
+                    f"Padam.load_state_dict: param group {index}: the checkpoint sets "
+                    f"amsgrad={group['amsgrad']} (it was {before}); a torch.optim.Adam checkpoint "
+                    "has amsgrad=False unless Adam was built with amsgrad=True, which turns "
+                    "Padam's running max off. The checkpoint's lr replaces yours too. Set "
+                    "group['amsgrad'] after loading to keep your setting.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         for param, moments in full_precision.items():
             for key, value in moments.items():
                 self.state[param][key] = value.to(
@@ -447,8 +462,8 @@ class Padam(Optimizer):
 Padam.__doc__ = r"""Implements Padam (partially adaptive momentum estimation).
 
 Padam is AMSGrad with the denominator raised to a partial power ``partial`` = p in [0, 1/2]:
-p = 1/2 is AMSGrad, p = 0 momentum SGD. With ``variant="reference"`` (default, the authors' code)
-each step on a parameter theta with gradient g is
+p = 1/2 is AMSGrad, p = 0 momentum SGD. With ``variant="reference"`` (the authors' code) each
+step on a parameter theta with gradient g is
 
 .. math::
    \begin{aligned}
@@ -462,7 +477,8 @@ each step on a parameter theta with gradient g is
        \frac{m_t}{(\sqrt{\hat v_t} + \epsilon)^{2p}}
    \end{aligned}
 
-``variant="torch"`` places eps and the bias corrections as ``torch.optim.Adam`` does
+``variant="torch"`` (the default: the step above without its warm-up factor
+:math:`(1-\beta_2^t)^{1/2-p}`) places eps and the bias corrections as ``torch.optim.Adam`` does
 (:math:`\theta_t = \theta_{t-1} - \frac{\gamma}{1-\beta_1^t} m_t / ((\hat v_t/(1-\beta_2^t))^p
 + \epsilon)`), so with ``partial=0.5`` it equals ``Adam(amsgrad=True)``, ``Adam`` with
 ``amsgrad=False`` and ``AdamW`` with ``decoupled_weight_decay=True``. ``variant="optax"`` is
@@ -472,8 +488,10 @@ each step on a parameter theta with gradient g is
 Args:
     params (iterable): iterable of parameters or named_parameters to optimize, or of dicts
         defining parameter groups (each group may override any hyperparameter below).
-    lr (float, Tensor, optional): learning rate gamma (default: 0.1, the paper's). A 1-element
-        tensor lets ``torch.compile`` reuse one graph while a scheduler changes it.
+    lr (float, Tensor, optional): learning rate gamma (default: 0.1, the paper's for p = 1/8:
+        100x Adam's 0.001; a factory that builds the optimizer itself without passing ``lr``,
+        e.g. Hugging Face's ``optimizer_cls_and_kwargs`` or timm with ``lr=None``, gets 0.1).
+        A 1-element tensor lets ``torch.compile`` reuse one graph while a scheduler changes it.
     betas (tuple[float, float], optional): b1, b2 of the moment averages (default: (0.9, 0.999)).
     eps (float, optional): epsilon of the denominator (default: 1e-8).
     weight_decay (float, optional): lambda; L2 penalty added to the gradient, or AdamW-style
@@ -483,8 +501,9 @@ Args:
         p in {1/2, 1/4, 1/8, 1/16} is computed with a chain of square roots.
     decoupled_weight_decay (bool, optional): decay the parameter as AdamW does (default: False).
     maximize (bool, optional): maximize the objective instead of minimizing (default: False).
-    variant (str, optional): ``"reference"`` (default), ``"torch"`` or ``"optax"``: where eps
-        and the bias corrections sit (see above).
+    variant (str, optional): ``"torch"`` (default), ``"reference"`` or ``"optax"``: where eps
+        and the bias corrections sit (see above). ``"reference"`` is the authors' code, whose
+        step is the others' times (1 - b2^t)^(1/2 - p): a warm-up over ~5000 steps.
     foreach (bool, optional): use the ``torch._foreach_*`` implementation; ``None`` picks it on
         CUDA as torch does, and also for plain CPU tensors, where it is the faster one
         (default: None). ``False`` runs the canonical kernel tensor by tensor.

@@ -10,6 +10,7 @@ import pytest
 from padam_compare.cli import main
 from padam_compare.config import (
     DEFAULT_OPTIMIZER_OPTIONS,
+    ConfigError,
     build_config,
     load_toml,
 )
@@ -239,3 +240,18 @@ def test_padam_runs_once_per_partial():
     assert padam.options["partial"] == 0.5 and padam.options["weight_decay"] == 5e-4
     adamw = config.optimizer_runs()[3]
     assert adamw.options["weight_decay"] == 0.05  # AdamW's own decoupled value
+
+
+def test_padam_runs_once_per_variant_and_partial():
+    config = build_config(
+        flag_values={
+            "optimizers": ["padam"], "partials": [0.125, 0.5], "variants": ["torch", "optax"]
+        }
+    )
+    runs = config.optimizer_runs()
+    assert [run.label for run in runs] == [
+        "Padam p=1/8 torch", "Padam p=1/2 torch", "Padam p=1/8 optax", "Padam p=1/2 optax",
+    ]  # fmt: skip
+    assert [run.options["variant"] for run in runs] == ["torch", "torch", "optax", "optax"]
+    with pytest.raises(ConfigError, match="unknown variant"):
+        build_config(flag_values={"variants": ["adam"]})

@@ -126,7 +126,7 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 def test_padam_at_one_half_torch_variant_is_amsgrad(tmp_path):
-    """SPEC: Padam p=1/2, torch-style, amsgrad = torch.optim.Adam(amsgrad=True). Through the
+    """numerics.md: Padam p=1/2, torch-style, amsgrad = torch.optim.Adam(amsgrad=True). Through the
     whole harness (same seed: same weights, same batches) the two runs must agree."""
     config = build_config(
         flag_values={

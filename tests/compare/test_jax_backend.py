@@ -62,7 +62,7 @@ def test_jax_end_to_end_writes_every_file(tmp_path, capsys):
 
 
 def test_jax_padam_at_one_half_optax_variant_is_optax_amsgrad():
-    """SPEC: Padam p=1/2 optax-style = optax.amsgrad; through the whole loop, same seed."""
+    """numerics.md: Padam p=1/2 optax-style = optax.amsgrad; through the whole loop, same seed."""
     config = build_config(
         flag_values={**TINY, "optimizers": ["amsgrad", "padam"], "partials": [0.5]},
         optimizer_overrides={"padam": {"lr": 0.001, "variant": "optax"}},

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_keras_comparison_and_padam_at_one_half_is_keras_amsgrad(tmp_path):
-    """SPEC: Padam p=1/2 (reference variant, amsgrad) = keras Adam(amsgrad=True); through the
+    """numerics.md: Padam p=1/2 (reference variant, amsgrad) = keras Adam(amsgrad=True); through the
     whole loop (same seed: same weights, same batches) the two runs agree."""
     out = tmp_path / "out"
     env = {

@@ -1,6 +1,6 @@
 """One trajectory per framework from the same float32 inputs and hyperparameters.
 
-Each runner takes SPEC.md's core names (tests.oracle.Config), maps them to its framework's
+Each runner takes docs/numerics.md's core names (tests.oracle.Config), maps them to its framework's
 dialect, runs the framework's own optimizer for ``len(grads)`` steps and returns the parameter
 after every step as float64 NumPy arrays. Gradients are a fixed recorded sequence, so every
 framework sees exactly the same inputs.

@@ -1,6 +1,6 @@
 """The project's promise: one set of hyperparameters, one trajectory, in every framework.
 
-SPEC.md: two frameworks given the same float32 inputs and hyperparameters agree within 1e-5
+docs/numerics.md: two frameworks given the same float32 inputs and hyperparameters agree within 1e-5
 (max|x - ref| / max|ref|) after 100 steps. Here: padam_core (NumPy), padam_torch (single-tensor
 and foreach) and padam_jax (optax, jitted); padam_keras is held to the same runs in
 tests/keras/test_keras_cross_framework.py, once per Keras backend.

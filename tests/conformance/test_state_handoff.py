@@ -1,7 +1,7 @@
 """A running optimization moves between frameworks through the state file and stays on course.
 
 Train some steps in one framework, save, load into another with the same parameters, continue:
-the result matches staying in one framework within SPEC.md's cross-framework 1e-5 (float32
+the result matches staying in one framework within docs/numerics.md's cross-framework 1e-5 (float32
 inputs, max|x - ref| / max|ref|). Keras legs run in a subprocess (one Keras backend per
 process; tests/keras/test_keras_state_file.py runs Keras hand-offs on every backend).
 """

@@ -1,4 +1,4 @@
-"""The kernel against the float64 oracle, on every namespace, at SPEC.md's tolerances."""
+"""The kernel against the float64 oracle, on every namespace, at docs/numerics.md's tolerances."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The oracle itself, pinned: SPEC.md's closed form of step 1 and literal golden trajectories."""
+"""The oracle itself, pinned: the closed form of step 1 (numerics.md) and golden trajectories."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.oracle import Config, oracle_trajectory
 @pytest.mark.parametrize("amsgrad", [True, False])
 @pytest.mark.parametrize("partial", [0.0, 0.0625, 0.125, 0.25, 0.3, 0.5])
 def test_oracle_step_one_matches_closed_form(partial, amsgrad):
-    # SPEC: theta1 = theta0 - a (1-b2)^(1/2-p) g / (|g| + eps / sqrt(1-b2))^(2p)
+    # docs/numerics.md: theta1 = theta0 - a (1-b2)^(1/2-p) g / (|g| + eps / sqrt(1-b2))^(2p)
     config = Config(partial=partial, amsgrad=amsgrad, lr=0.05, eps=1e-3)
     theta0 = np.array([0.5, -1.0, 2.0, 0.0])
     g = np.array([0.3, -2.0, 1e-4, 0.0])

@@ -3,7 +3,7 @@
 Every trajectory trains a small two-leaf pytree for 100 steps on gradients g = noise_t + theta / 2
 (so they depend on the parameters), where the first noise draw is 100x larger than the rest: a
 spike that separates the ``torch`` and ``optax`` variants. Errors are max|x - ref| / max|ref|
-over the whole tensor, the SPEC's measure.
+over the whole tensor, docs/numerics.md's measure.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Run by test_keras_distributed.py in a fresh process: train one small model with Padam on one
 device and with a multi-device engine, from the same initial weights on the same data, and print
-the SPEC error measure between the two (weights and optimizer slots) as JSON.
+docs/numerics.md's error measure between the two (weights and optimizer slots) as JSON.
 
     python distributed_worker.py tensorflow-mirrored   # tf.distribute.MirroredStrategy, 2 CPUs
     python distributed_worker.py jax-data-parallel     # keras.distribution.DataParallel, 4 CPUs

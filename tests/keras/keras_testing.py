@@ -1,4 +1,4 @@
-"""Helpers for the Keras tests: the padam_core reference run and the SPEC's error measure."""
+"""Helpers for the Keras tests: the padam_core reference run and numerics.md's error measure."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def test_defaults_follow_the_spec_not_keras_adam() -> None:
     optimizer = Padam()
     assert optimizer.epsilon == 1e-8  # Keras's Adam uses 1e-7
     assert (optimizer.beta_1, optimizer.beta_2, optimizer.partial) == (0.9, 0.999, 0.125)
-    assert optimizer.amsgrad is True and optimizer.variant == "reference"
+    assert optimizer.amsgrad is True and optimizer.variant == "torch"
     assert optimizer.l2_weight_decay == 0.0 and optimizer.weight_decay is None
     assert float(_numpy(optimizer.learning_rate)) == pytest.approx(0.1)
 
@@ -66,7 +66,7 @@ def test_slots_are_built_with_keras_names_and_state_dtypes() -> None:
     names = [v.name for v in optimizer.variables]
     for slot in ("momentum", "velocity", "velocity_hat"):
         assert sum(name.endswith(slot) for name in names) == 2
-    # float16 parameters keep float32 state (SPEC: eps = 1e-8 would underflow in float16).
+    # float16 parameters keep float32 state (numerics.md: eps = 1e-8 would underflow in float16).
     state = optimizer._momentums + optimizer._velocities + optimizer._velocity_hats
     assert sorted(v.dtype for v in state) == ["float32"] * 6
     no_max = Padam(amsgrad=False)
@@ -96,7 +96,7 @@ def test_adam_amsgrad_state_moves_into_padam_with_set_weights() -> None:
     adam = keras.optimizers.Adam(learning_rate=0.01, amsgrad=True, epsilon=1e-8)
     for g in grads[:5]:
         adam.apply([keras.ops.convert_to_tensor(g)], [adam_var])
-    padam = Padam(learning_rate=0.01, partial=0.5, epsilon=1e-8)
+    padam = Padam(learning_rate=0.01, partial=0.5, epsilon=1e-8, variant="reference")
     padam.build([padam_var])
     padam.set_weights([_numpy(v) for v in adam.variables])
     padam_var.assign(adam_var)

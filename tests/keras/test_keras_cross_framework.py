@@ -1,7 +1,7 @@
 """padam_keras against padam_torch and padam_jax: one set of hyperparameters, one trajectory.
 
 The same float32 problems as tests/conformance/test_cross_framework.py, run by Keras on the
-backend of this process, then by torch and optax in the same process; SPEC.md's 1e-5 applies.
+backend of this process, then by torch and optax in the same process; numerics.md's 1e-5 applies.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import torch
 import padam_core
 from padam_torch import Padam
 
-#: SPEC.md's tolerances on max|x - ref| / max|ref| after 100 steps against the float64 oracle.
+#: numerics.md's tolerances on max|x - ref| / max|ref| after 100 steps against the float64 oracle.
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 # Padam's torch argument names -> padam_core's names.
@@ -39,7 +39,7 @@ def core_hyperparameters(torch_kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def relative_error(actual: torch.Tensor | np.ndarray, reference: np.ndarray) -> float:
-    """max|actual - reference| / max|reference| over the whole tensor (SPEC.md's measure)."""
+    """max|actual - reference| / max|reference| over the whole tensor (numerics.md's measure)."""
     if isinstance(actual, torch.Tensor):
         actual = actual.detach().to(torch.float64 if not actual.is_complex() else torch.complex128)
         actual = actual.numpy()

@@ -91,7 +91,7 @@ def test_low_precision_state_stays_float32_across_load():
 @pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
 def test_adam_amsgrad_checkpoint_continues_as_adam(foreach):
     """An Adam(amsgrad=True) checkpoint loads into Padam; with p = 1/2 torch-style the run
-    continues exactly as Adam would (SPEC's identity), so nothing of the state is lost."""
+    continues exactly as Adam would (numerics.md), so nothing of the state is lost."""
     torch.manual_seed(0)
     adam_model = torch.nn.Linear(6, 3).double()
     adam = torch.optim.Adam(adam_model.parameters(), lr=0.01, amsgrad=True, foreach=foreach)
@@ -208,3 +208,23 @@ def test_padam_checkpoint_loads_back_into_adam():
     _train_linear(adam_model, adam, range(10, 20))
     for expected, actual in zip(padam_model.parameters(), adam_model.parameters(), strict=True):
         torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_loading_a_checkpoint_that_switches_amsgrad_warns():
+    """An Adam checkpoint (amsgrad=False by default) turns Padam's running max off: say so."""
+    model = torch.nn.Linear(3, 2)
+    adam = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    adam.step()
+    padam = Padam(model.parameters())
+    with pytest.warns(UserWarning, match=r"amsgrad=False \(it was True\)"):
+        padam.load_state_dict(adam.state_dict())
+    assert padam.param_groups[0]["amsgrad"] is False
+    assert padam.param_groups[0]["lr"] == 1e-3  # torch's rule: the checkpoint's groups win
+
+
+def test_loading_a_checkpoint_that_keeps_amsgrad_does_not_warn(recwarn):
+    model = torch.nn.Linear(3, 2)
+    source = Padam(model.parameters())
+    Padam(model.parameters()).load_state_dict(source.state_dict())
+    assert not [w for w in recwarn if "amsgrad" in str(w.message)]

@@ -123,7 +123,7 @@ def padam_torch_padam(params, **kwargs):
 
 def test_variants_separate_on_large_then_small_gradients():
     """A large first gradient then small ones separates torch- from optax-style; a constant
-    gradient does not (SPEC.md). Each run also matches the kernel."""
+    gradient does not (docs/numerics.md). Each run also matches the kernel."""
     gradients = [[np.array([10.0, -10.0])]] + [[np.array([0.01, -0.01])]] * 30
     constant = [[np.array([0.5, -0.5])]] * 31
     initial = [np.array([1.0, 2.0])]
@@ -220,6 +220,7 @@ def test_low_precision_100_steps_close_to_float32(dtype, foreach):
     for param, reference in zip(low, full, strict=True):
         assert param.dtype == dtype and torch.isfinite(param).all()
         # Rounding drift only: each step rounds theta to 8 (bf16) / 11 (fp16) bits, and updates
-        # under half an ulp are lost. Measured: bf16 <= 0.064, fp16 <= 0.022 (max over tensors).
-        bound = {torch.bfloat16: 0.1, torch.float16: 0.05}[dtype]
+        # under half an ulp are lost. Measured (max over tensors), default variant "torch":
+        # bf16 0.120, fp16 within 0.05; "reference" (smaller early steps): bf16 0.064, fp16 0.022.
+        bound = {torch.bfloat16: 0.15, torch.float16: 0.05}[dtype]
         assert relative_error(param, reference.detach().double().numpy()) <= bound

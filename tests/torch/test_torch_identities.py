@@ -124,19 +124,19 @@ def test_reference_variant_is_the_authors_code(partial, amsgrad, foreach):
     }
     reference, padam = _train_pair(
         lambda params: AuthorsPadam(params, **common),
-        lambda params: Padam(params, foreach=foreach, **common),
+        lambda params: Padam(params, foreach=foreach, variant="reference", **common),
     )
     _assert_same_parameters(reference, padam)
 
 
 def test_first_step_closed_form():
-    """SPEC.md: theta1 = theta0 - lr (1-b2)^(1/2-p) g / (|g| + eps/sqrt(1-b2))^(2p)."""
+    """docs/numerics.md: theta1 = theta0 - lr (1-b2)^(1/2-p) g / (|g| + eps/sqrt(1-b2))^(2p)."""
     lr, b2, eps, partial = 0.1, 0.999, 1e-8, 0.125
     theta0 = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float64)
     grad = torch.tensor([1e-3, -2.0, 0.3, 1e-9], dtype=torch.float64)
     param = theta0.clone().requires_grad_()
     param.grad = grad
-    Padam([param], lr=lr, betas=(0.9, b2), eps=eps, partial=partial).step()
+    Padam([param], lr=lr, betas=(0.9, b2), eps=eps, partial=partial, variant="reference").step()
     expected = theta0 - lr * (1 - b2) ** (0.5 - partial) * grad / (
         grad.abs() + eps / math.sqrt(1 - b2)
     ) ** (2 * partial)
