@@ -1,6 +1,6 @@
 """Legs of a run that moves between frameworks through Padam's state file.
 
-Each leg builds its framework's optimizer from docs/numerics.md's core names (tests.oracle.Config) over a
+Each leg builds its framework's optimizer from the core names (tests.oracle.Config) over a
 list of float32 parameters (the same order in every framework), optionally loads a state file,
 applies ``grads[t]`` (one list of arrays per step), optionally saves a state file, and returns
 the parameters as NumPy arrays. The Keras leg runs in a subprocess: Keras picks its backend once

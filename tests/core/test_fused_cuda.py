@@ -36,7 +36,7 @@ needs_bfloat16 = pytest.mark.skipif(ml_dtypes is None, reason="ml_dtypes is not 
 
 
 def _pure_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, **hyperparameters):
-    """padam_core.padam_step; bfloat16 through its definition (docs/numerics.md, Precision): the float32
+    """padam_core.padam_step; bfloat16 through its definition: the float32
     computation from the same values, the parameter rounded once. NumPy's bfloat16 comes from
     ml_dtypes, which not every version of the kernel's dtype checks accepts."""
     if BFLOAT16 is None or np.asarray(param).dtype != BFLOAT16:
