@@ -46,6 +46,7 @@ from padam_core import (
 
 # partial -> extra square roots after the first (x^(2p) = sqrt^(1+k)(x)): the kernel's own table,
 # so both implementations take the chain for exactly the same p.
+from padam_torch import fused as fused_path
 from padam_torch.functional import padam
 
 __all__ = ["Padam", "padam"]
@@ -70,6 +71,24 @@ def _plain_number(value: Any, name: str) -> Any:
             return value  # left unchecked, as padam_core does for traced values
         return value.item()
     return value
+
+
+def _check_fused_flags(group: Mapping[str, Any]) -> None:
+    """torch's errors for ``fused`` with what it cannot do (checked before anything changes)."""
+    fused = group.get("fused")
+    if fused is not None and not isinstance(fused, bool):
+        raise TypeError(f"fused must be None, True or False, got {fused!r}")
+    if not fused:
+        return
+    if group.get("differentiable"):
+        raise RuntimeError("`fused` does not support `differentiable`")
+    if group.get("foreach"):
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if fused_path.cpu_kernel() is None and fused_path.cuda_kernel() is None:
+        raise RuntimeError(
+            "fused=True needs padam_core's compiled kernel: install numba "
+            "(pip install padam[fast]), or pass fused=None to use the fastest path available"
+        )
 
 
 def _validate_group(group: Mapping[str, Any]) -> None:
@@ -114,6 +133,7 @@ class Padam(Optimizer):
         foreach: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -128,14 +148,17 @@ class Padam(Optimizer):
             "foreach": foreach,
             "capturable": capturable,
             "differentiable": differentiable,
+            "fused": fused,
         }
         _validate_group(defaults)
+        _check_fused_flags(defaults)
         defaults["betas"] = tuple(map(_to_scalar, betas))
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group; its hyperparameters are validated before anything changes."""
         _validate_group({**self.defaults, **param_group})
+        _check_fused_flags({**self.defaults, **param_group})
         super().add_param_group(param_group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -261,6 +284,7 @@ class Padam(Optimizer):
                 foreach=group["foreach"],
                 capturable=group["capturable"],
                 differentiable=group["differentiable"],
+                fused=group["fused"],
                 has_complex=has_complex,
                 amsgrad=group["amsgrad"],
                 beta1=beta1,
@@ -272,9 +296,21 @@ class Padam(Optimizer):
                 maximize=group["maximize"],
                 decoupled_weight_decay=group["decoupled_weight_decay"],
                 variant=group["variant"],
+                _fused_views=self._fused_views(group),
             )
 
         return loss
+
+    def _fused_views(self, group: dict[str, Any]) -> dict[int, Any]:
+        """The fused path's cache of NumPy views for one group (not saved, not pickled)."""
+        caches = self.__dict__.get("_fused_view_caches", {})
+        key = id(group)
+        if key not in caches:  # a new group, or groups replaced by load_state_dict
+            current = {id(other) for other in self.param_groups}
+            caches = {k: cache for k, cache in caches.items() if k in current}
+            caches[key] = {}
+            self._fused_view_caches = caches
+        return caches[key]
 
     # ----------------------------------------------------------------------------- checkpoints
 
