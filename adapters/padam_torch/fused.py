@@ -80,6 +80,17 @@ def usable(params: list[Tensor], grads: list[Tensor], *, capturable: bool) -> bo
     )
 
 
+def check_devices(params: list[Tensor]) -> None:
+    """torch's ``fused=True`` error for a parameter no fused kernel here can step."""
+    devices = supported_devices()
+    for param in params:
+        if param.device.type not in devices or param.dtype not in _DTYPES:
+            raise RuntimeError(
+                "`fused=True` requires all the params to be floating point Tensors of "
+                f"supported devices: {devices} but {param.dtype} and {param.device.type}"
+            )
+
+
 def _host_array(tensor: Tensor) -> np.ndarray:
     """A zero-copy NumPy view of a CPU tensor (bfloat16 as uint16: NumPy has no bfloat16)."""
     tensor = tensor.detach()

@@ -166,6 +166,7 @@ class Padam(Optimizer):
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+            group.setdefault("fused", None)  # pickled before the option existed
             for param in group["params"]:
                 param_state = self.state.get(param, {})
                 if param_state and not torch.is_tensor(param_state.get("step", 0.0)):
@@ -254,6 +255,9 @@ class Padam(Optimizer):
                 "Padam does not support sparse gradients; use dense gradients "
                 "(e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
             )
+        for group in self.param_groups:
+            if group["fused"]:  # before any state is created, as every other check
+                fused_path.check_devices([p for p in group["params"] if p.grad is not None])
 
         for group in self.param_groups:
             params_with_grad: list[Tensor] = []
@@ -462,12 +466,19 @@ Args:
     maximize (bool, optional): maximize the objective instead of minimizing (default: False).
     variant (str, optional): ``"reference"`` (default), ``"torch"`` or ``"optax"``: where eps
         and the bias corrections sit (see above).
-    foreach (bool, optional): use the ``torch._foreach_*`` implementation; ``None`` picks it on
-        CUDA as torch does, and also for plain CPU tensors, where it is the faster one
-        (default: None). ``False`` runs the canonical kernel tensor by tensor.
+    foreach (bool, optional): use the ``torch._foreach_*`` implementation; ``None`` picks it
+        where the fused path does not apply (default: None). ``False`` (with ``fused`` unset or
+        False) runs the canonical kernel tensor by tensor.
     capturable (bool, optional): keep ``step`` on the parameter's device and never read it on
         the host, so the step can be captured in a CUDA graph (default: False).
     differentiable (bool, optional): run the step with autograd enabled (default: False).
+    fused (bool, optional): run padam_core's compiled multi-tensor kernel directly on the
+        tensors' memory, one call for all tensors of a group (default: None). ``None`` takes it
+        wherever it is available (CPU tensors with numba installed, dense gradients, not
+        differentiable or capturable, not while ``torch.compile`` traces, where the foreach path
+        compiles instead); ``True`` requires it (a ``RuntimeError`` where it is impossible; under
+        ``torch.compile`` the call is a graph break); ``False`` never takes it. CUDA tensors use
+        ``padam_core.fused_cuda`` on torch's current stream when CuPy is installed.
 
 State per parameter, named as in ``torch.optim.Adam`` so checkpoints interchange: ``step``
 (float32 scalar tensor), ``exp_avg`` (m), ``exp_avg_sq`` (v) and, with amsgrad,
