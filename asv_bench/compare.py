@@ -38,21 +38,7 @@ BYTES_PER_ELEMENT = 36  # float32: read theta, g, m, v, v_hat; write theta, m, v
 HYPER = {"lr": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "partial": 0.125}
 ROWS = ("torch", "core", "power", "jax", "keras", "cold", "memory")
 
-# ResNet-18's 62 parameter tensors (torchvision, 1000 classes): 11,689,512 elements.
-RESNET18_SHAPES: list[tuple[int, ...]] = (
-    [(64, 3, 7, 7), (64,), (64,)]
-    + [(64, 64, 3, 3), (64,), (64,)] * 4
-    + [(128, 64, 3, 3), (128,), (128,), (128, 128, 3, 3), (128,), (128,)]
-    + [(128, 64, 1, 1), (128,), (128,)]
-    + [(128, 128, 3, 3), (128,), (128,)] * 2
-    + [(256, 128, 3, 3), (256,), (256,), (256, 256, 3, 3), (256,), (256,)]
-    + [(256, 128, 1, 1), (256,), (256,)]
-    + [(256, 256, 3, 3), (256,), (256,)] * 2
-    + [(512, 256, 3, 3), (512,), (512,), (512, 512, 3, 3), (512,), (512,)]
-    + [(512, 256, 1, 1), (512,), (512,)]
-    + [(512, 512, 3, 3), (512,), (512,)] * 2
-    + [(1000, 512), (1000,)]
-)
+from benchmarks.shapes import RESNET18_SHAPES  # noqa: E402  (asv_bench/ is sys.path[0])
 
 
 def interleaved(cases: dict[str, Callable[[], Any]], repeat: int, number: int = 1) -> dict:

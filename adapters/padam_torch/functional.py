@@ -191,31 +191,52 @@ def _single_tensor_padam(
             exp_avg, exp_avg_sq = torch.view_as_real(exp_avg), torch.view_as_real(exp_avg_sq)
             if amsgrad:
                 max_exp_avg_sq = torch.view_as_real(max_exp_avg_sq)
-        result = padam_core.padam_step(
-            param,
-            grad,
-            exp_avg,
-            exp_avg_sq,
-            max_exp_avg_sq,
-            step,
-            lr=lr,
-            b1=beta1,
-            b2=beta2,
-            eps=eps,
-            partial=partial,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            variant=variant,
-            xp=torch_namespace,
-        )
-        # The kernel is pure: write its results back into the tensors the optimizer owns.
-        param.copy_(result.param)
-        exp_avg.copy_(result.exp_avg)
-        exp_avg_sq.copy_(result.exp_avg_sq)
-        if amsgrad:
-            max_exp_avg_sq.copy_(result.max_exp_avg_sq)
+        # In slices of _SLICE elements, so the kernel's temporaries (about six arrays the size
+        # of what it is given) stay small; elementwise maths, so the same numbers.
+        pieces = _slices(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, whole=differentiable)
+        for param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq in pieces:
+            result = padam_core.padam_step(
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq,
+                step,
+                lr=lr,
+                b1=beta1,
+                b2=beta2,
+                eps=eps,
+                partial=partial,
+                weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled_weight_decay,
+                amsgrad=amsgrad,
+                maximize=maximize,
+                variant=variant,
+                xp=torch_namespace,
+            )
+            # The kernel is pure: write its results back into the tensors the optimizer owns.
+            param.copy_(result.param)
+            exp_avg.copy_(result.exp_avg)
+            exp_avg_sq.copy_(result.exp_avg_sq)
+            if amsgrad:
+                max_exp_avg_sq.copy_(result.max_exp_avg_sq)
+
+
+_SLICE = 1 << 18  # elements (1 MiB of float32) per kernel call of the single-tensor path
+
+
+def _slices(*tensors: Tensor | None, whole: bool) -> list[tuple[Tensor | None, ...]]:
+    """``tensors`` cut into flat slices of ``_SLICE`` elements; whole when small, when
+    ``whole`` (differentiable: autograd sees the tensors as they are) or not contiguous."""
+    present = [t for t in tensors if t is not None]
+    size = present[0].numel()
+    if whole or size <= _SLICE or not all(t.is_contiguous() for t in present):
+        return [tensors]
+    flats = [None if t is None else t.view(-1) for t in tensors]
+    return [
+        tuple(None if flat is None else flat[start : start + _SLICE] for flat in flats)
+        for start in range(0, size, _SLICE)
+    ]
 
 
 def _bias_corrections(

@@ -387,3 +387,26 @@ def test_torch_compile_of_a_training_step(fused):
     """fused=None compiles the foreach path; fused=True runs the kernel as a graph break."""
     torch._dynamo.reset()
     _compiled_training(fused)
+
+
+@pytest.mark.parametrize("amsgrad", [True, False])
+def test_single_tensor_path_in_slices_equals_it_whole(monkeypatch, amsgrad):
+    """foreach=False runs the kernel on slices of large tensors (small temporaries)."""
+    from padam_torch import functional
+
+    sliced_params = _params(torch.float64, shapes=[(50, 3), (7,)])
+    whole_params = _clone(sliced_params)
+    sliced = Padam(sliced_params, lr=0.01, amsgrad=amsgrad, foreach=False)
+    whole = Padam(whole_params, lr=0.01, amsgrad=amsgrad, foreach=False)
+    monkeypatch.setattr(functional, "_SLICE", 16)
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        for a, b in zip(sliced_params, whole_params, strict=True):
+            grad = torch.randn(a.shape, generator=generator, dtype=a.dtype)
+            a.grad, b.grad = grad.clone(), grad.clone()
+        sliced.step()
+        monkeypatch.setattr(functional, "_SLICE", 1 << 30)
+        whole.step()
+        monkeypatch.setattr(functional, "_SLICE", 16)
+    for a, b in zip(sliced_params, whole_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-14, atol=0)
