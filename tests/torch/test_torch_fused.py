@@ -231,17 +231,18 @@ def test_parameters_with_different_step_counts():
 
 
 def _kernel_spy(monkeypatch) -> list[int]:
-    """Count calls of padam_core's multi-tensor kernel (and how many tensors each got)."""
+    """Count calls of padam_core's compiled multi-tensor loop (and how many arrays each got),
+    which both the planned path and the public multi_tensor_step end in."""
     from padam_core import fused_cpu
 
     calls: list[int] = []
-    kernel = fused_cpu.multi_tensor_step
+    kernel = fused_cpu._loop.multi_tensor_kernel
 
-    def spy(params, *args, **kwargs):
-        calls.append(len(params))
-        return kernel(params, *args, **kwargs)
+    def spy(addresses, *args):
+        calls.append(len(addresses))
+        return kernel(addresses, *args)
 
-    monkeypatch.setattr(fused_cpu, "multi_tensor_step", spy)
+    monkeypatch.setattr(fused_cpu._loop, "multi_tensor_kernel", spy)
     return calls
 
 
@@ -315,7 +316,7 @@ def test_a_failing_kernel_leaves_steps_and_parameters_unchanged(monkeypatch):
     def broken(*args, **kwargs):
         raise MemoryError("simulated")
 
-    monkeypatch.setattr(fused_cpu, "multi_tensor_step", broken)
+    monkeypatch.setattr(fused_cpu._loop, "multi_tensor_kernel", broken)
     with pytest.raises(MemoryError):
         optimizer.step()
     assert optimizer.state[param]["step"].item() == 1.0
@@ -410,3 +411,31 @@ def test_single_tensor_path_in_slices_equals_it_whole(monkeypatch, amsgrad):
         monkeypatch.setattr(functional, "_SLICE", 16)
     for a, b in zip(sliced_params, whole_params, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("amsgrad", [True, False])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_public_multi_tensor_step_path_equals_the_kernel(monkeypatch, dtype, amsgrad, variant):
+    """Without fused_cpu's internals the fused path calls the public multi_tensor_step."""
+    monkeypatch.setattr(fused_path, "_cpu_internals", lambda: None)
+    calls = _kernel_spy(monkeypatch)
+    kwargs = {"lr": 0.01, "variant": variant, "amsgrad": amsgrad, "weight_decay": 0.1}
+    fused_params = _params(dtype)
+    oracle_params = _clone(fused_params)
+    fused = Padam(fused_params, fused=True, **kwargs)
+    oracle = _KernelOracle(oracle_params, **kwargs)
+    _run([fused_params, oracle_params], [fused, oracle])
+    _assert_same(fused, oracle, fused_params, oracle_params)
+    assert len(calls) == 4
+
+
+def test_plan_is_rebuilt_when_state_is_loaded_or_tensors_change():
+    params = _params(torch.float32, shapes=[(5,), (3, 2)])
+    oracle_params = _clone(params)
+    fused = Padam(params, lr=0.01, fused=True)
+    oracle = _KernelOracle(oracle_params, lr=0.01)
+    _run([params, oracle_params], [fused, oracle], steps=2)
+    fused.load_state_dict(copy.deepcopy(fused.state_dict()))  # new state tensors
+    _run([params, oracle_params], [fused, oracle], steps=2, seed=4)
+    _assert_same(fused, oracle, params, oracle_params)
