@@ -14,10 +14,12 @@ gradients, usually new tensors every step, are viewed afresh and never kept.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import itertools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ _COMPLEX_DTYPES = (torch.complex128, torch.complex64)
 _DTYPES = frozenset(_REAL_DTYPES + _COMPLEX_DTYPES)
 
 
+@functools.cache
 def cpu_kernel() -> Callable[..., None] | None:
     """``padam_core.fused_cpu.multi_tensor_step``, or None where numba is not installed."""
     from padam_core import fused_cpu
@@ -42,6 +45,7 @@ def cpu_kernel() -> Callable[..., None] | None:
     return getattr(fused_cpu, "multi_tensor_step", None)
 
 
+@functools.cache
 def cuda_kernel() -> Callable[..., None] | None:
     """``padam_core.fused_cuda.multi_tensor_step``, or None without it, CuPy or a GPU."""
     if not torch.cuda.is_available():
@@ -180,6 +184,7 @@ _NUMPY_DTYPES = {
 _dtype_of = operator.attrgetter("dtype")
 
 
+@functools.cache
 def _cpu_internals() -> Any | None:
     """padam_core.fused_cpu when it has the internals the planned path calls, else None."""
     from padam_core import fused_cpu
@@ -226,6 +231,25 @@ def _plan_key(tensors: list[list[Tensor]]) -> tuple[Any, ...]:
     )
 
 
+@contextlib.contextmanager
+def _threads(chunks: int) -> Iterator[None]:
+    """numba's threads for one kernel call: torch's intra-op thread count (so
+    ``torch.set_num_threads`` governs both), and no more than there are chunks of work: waking
+    idle threads for a small step costs more than the step (milliseconds on a busy machine)."""
+    import numba
+
+    wanted = max(1, min(torch.get_num_threads(), chunks, numba.config.NUMBA_NUM_THREADS))
+    current = numba.get_num_threads()
+    if wanted == current:
+        yield
+        return
+    numba.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(current)
+
+
 def _planned_step(
     params: list[Tensor],
     grads: list[Tensor],
@@ -268,13 +292,14 @@ def _planned_step(
         plan.compute, step, **{k: v for k, v in hyperparameters.items() if k != "amsgrad"}
     )
     if plan.chunks.size:
-        core._loop.multi_tensor_kernel(
-            plan.addresses, plan.chunks, scalars, plan.raw_like,
-            (0,) * core._VARIANT_CODES[hyperparameters["variant"]],
-            (0,) * core._MODE_TAG_LENGTH[core.power_mode(partial)],
-            (0,) * (int(amsgrad) + 2 * int(coupled)),
-            (0,) * plan.kind,
-        )  # fmt: skip
+        with _threads(len(plan.chunks)):
+            core._loop.multi_tensor_kernel(
+                plan.addresses, plan.chunks, scalars, plan.raw_like,
+                (0,) * core._VARIANT_CODES[hyperparameters["variant"]],
+                (0,) * core._MODE_TAG_LENGTH[core.power_mode(partial)],
+                (0,) * (int(amsgrad) + 2 * int(coupled)),
+                (0,) * plan.kind,
+            )  # fmt: skip
     torch._foreach_add_(state_steps, 1.0)
     return True
 
@@ -376,11 +401,18 @@ def fused_padam(
             target.append(array)
 
     for (device, _dtype, step), lists in buckets.items():
-        extra = {"stream": torch.cuda.current_stream().cuda_stream} if device == "cuda" else {}
-        kernels[device](
-            lists[0], lists[1], lists[2], lists[3], lists[4] if amsgrad else None, step + 1,
-            **hyperparameters, **extra,
-        )  # fmt: skip
+        if device == "cuda":
+            kernels[device](
+                lists[0], lists[1], lists[2], lists[3], lists[4] if amsgrad else None, step + 1,
+                **hyperparameters, stream=torch.cuda.current_stream().cuda_stream,
+            )  # fmt: skip
+            continue
+        chunks = sum(-(-array.size // (1 << 15)) for array in lists[0])
+        with _threads(chunks):
+            kernels[device](
+                lists[0], lists[1], lists[2], lists[3], lists[4] if amsgrad else None, step + 1,
+                **hyperparameters,
+            )  # fmt: skip
     for layout in copied:
         layout.write_back()
     torch._foreach_add_(state_steps, 1.0)
