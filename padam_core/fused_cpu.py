@@ -115,10 +115,6 @@ _SCALARS = (
 )  # fmt: skip
 
 
-def _address(array: np.ndarray) -> int:
-    return array.__array_interface__["data"][0]
-
-
 def _scalars(
     compute: np.dtype, step: int, *, lr: float, b1: float, b2: float, eps: float,
     partial: float, weight_decay: float, decoupled_weight_decay: bool, maximize: bool,
@@ -192,51 +188,65 @@ def multi_tensor_step(
         lists.append(max_exp_avg_sqs)
     if any(len(arrays) != n for arrays in lists):
         raise ValueError(f"multi_tensor_step needs lists of one length: {[len(a) for a in lists]}")
-    groups: dict[tuple[int, np.dtype], list[int]] = {}
+    if variant not in _VARIANT_CODES:
+        raise ValueError(f"Invalid variant value: {variant!r}")
+    # Checks first: nothing is written before all pass. (Plain code, no generators: this loop
+    # is the per-array cost of a call, about a microsecond per array.)
+    ndarray = np.ndarray
+    kinds: dict[tuple[np.dtype, np.dtype], tuple[int, np.dtype]] = {}
+    groups: dict[tuple[int, np.dtype], tuple[list[tuple[int, ...]], list[int]]] = {}
     for k in range(n):
-        param = params[k]
-        row = [arrays[k] for arrays in lists]
-        if not all(isinstance(a, np.ndarray) for a in row):
+        p, g, m, v = params[k], grads[k], exp_avgs[k], exp_avg_sqs[k]
+        h = max_exp_avg_sqs[k] if amsgrad else v  # v twice: the loop skips v_hat then
+        if not (
+            isinstance(p, ndarray) and isinstance(g, ndarray) and isinstance(m, ndarray)
+            and isinstance(v, ndarray) and isinstance(h, ndarray)
+        ):  # fmt: skip
             raise TypeError(f"multi_tensor_step needs NumPy arrays (entry {k})")
-        if not all(a.flags.c_contiguous and a.flags.writeable for a in row):
+        # carray: C-contiguous, aligned and writable.
+        if not (p.flags.carray and g.flags.carray and m.flags.carray and v.flags.carray
+                and h.flags.carray):  # fmt: skip
             raise TypeError(f"multi_tensor_step needs contiguous writable arrays (entry {k})")
-        if not all(a.shape == param.shape for a in row):
+        shape = p.shape
+        if not (g.shape == shape and m.shape == shape and v.shape == shape and h.shape == shape):
             raise ValueError(f"multi_tensor_step: shapes differ in entry {k}")
-        if row[1].dtype != param.dtype or any(a.dtype != row[2].dtype for a in row[3:]):
+        param_dtype, state_dtype = p.dtype, m.dtype
+        if not (g.dtype == param_dtype and v.dtype == state_dtype and h.dtype == state_dtype):
             raise TypeError(f"multi_tensor_step: dtypes differ in entry {k}")
-        groups.setdefault(_group_key(param, row[2].dtype), []).append(k)
+        key = kinds.get((param_dtype, state_dtype))
+        if key is None:
+            key = kinds[param_dtype, state_dtype] = _group_key(p, state_dtype)
+        size = p.size
+        if size:
+            if key[0] != _NATIVE and param_dtype not in _BITS16:
+                p, g = p.view(np.uint16), g.view(np.uint16)  # numba cannot type bfloat16
+            rows, sizes = groups.setdefault(key, ([], []))
+            rows.append(_loop.addresses(p, g, m, v, h))
+            sizes.append(size)
     hyperparameters = dict(
         lr=lr, b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, variant=variant,
     )  # fmt: skip
-    if variant not in _VARIANT_CODES:
-        raise ValueError(f"Invalid variant value: {variant!r}")
     variant_tag = (0,) * _VARIANT_CODES[variant]
     mode_tag = (0,) * _MODE_TAG_LENGTH[power_mode(float(partial))]
     # len(flag_tag): bit 0 amsgrad, bit 1 coupled L2 decay (g + l2 * theta).
     coupled = weight_decay != 0.0 and not decoupled_weight_decay
     flag_tag = (0,) * (int(amsgrad) + 2 * int(coupled))
-    for (kind, compute), members in groups.items():
-        sizes = np.array([params[k].size for k in members], dtype=np.int64)
-        if not sizes.any():
-            continue
-        addresses = np.empty((len(members), 5), dtype=np.int64)
-        for row, k in enumerate(members):
-            moments = lists[2:] if amsgrad else [exp_avgs, exp_avg_sqs, exp_avg_sqs]
-            addresses[row] = [_address(params[k]), _address(grads[k])] + [
-                _address(arrays[k]) for arrays in moments
-            ]
+    for (kind, compute), (rows, size_list) in groups.items():
+        addresses = np.array(rows, dtype=np.int64)
+        sizes = np.array(size_list, dtype=np.int64)
         per_array = -(-sizes // CHUNK)  # chunks per array
-        owner = np.repeat(np.arange(len(members), dtype=np.int64), per_array)
+        owner = np.repeat(np.arange(len(rows), dtype=np.int64), per_array)
         first_chunk = np.cumsum(per_array) - per_array
         start = (np.arange(owner.size, dtype=np.int64) - first_chunk[owner]) * CHUNK
         chunks = np.stack([owner, start, np.minimum(start + CHUNK, sizes[owner])], axis=1)
         raw_like = np.empty(0, dtype=compute if kind == _NATIVE else np.uint16)
         kind_tag = (0,) * kind
         scalars = _scalars(compute, step, **hyperparameters)
-        _loop.multi_tensor_kernel(
-            addresses, chunks, scalars, raw_like, variant_tag, mode_tag, flag_tag, kind_tag
-        )
+        # Fewer chunks than threads: the idle threads' wake-up would cost more than the work.
+        parallel = len(chunks) >= _loop.numba.get_num_threads()
+        kernel = _loop.multi_tensor_kernel if parallel else _loop.multi_tensor_kernel_serial
+        kernel(addresses, chunks, scalars, raw_like, variant_tag, mode_tag, flag_tag, kind_tag)
     # The arrays are only reached through their addresses: keep them alive until here.
     del lists
 
