@@ -108,7 +108,7 @@ def torch_rows(args: argparse.Namespace) -> None:
 def _copy_loop() -> Callable[..., None]:
     """A numba loop reading 5 float32 arrays and writing 4 (36 B/element), no maths."""
     try:
-        from asv_bench.yardsticks import copy_loop  # type: ignore[import-not-found]
+        from yardsticks import copy_loop  # asv_bench/yardsticks.py (asv_bench/ is sys.path[0])
 
         return copy_loop
     except ImportError:

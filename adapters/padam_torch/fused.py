@@ -292,8 +292,12 @@ def _planned_step(
         plan.compute, step, **{k: v for k, v in hyperparameters.items() if k != "amsgrad"}
     )
     if plan.chunks.size:
+        serial = getattr(core._loop, "multi_tensor_kernel_serial", None)
+        kernel = core._loop.multi_tensor_kernel
+        if serial is not None and min(len(plan.chunks), torch.get_num_threads()) == 1:
+            kernel = serial  # no parallel region at all for one chunk or one thread
         with _threads(len(plan.chunks)):
-            core._loop.multi_tensor_kernel(
+            kernel(
                 plan.addresses, plan.chunks, scalars, plan.raw_like,
                 (0,) * core._VARIANT_CODES[hyperparameters["variant"]],
                 (0,) * core._MODE_TAG_LENGTH[core.power_mode(partial)],
