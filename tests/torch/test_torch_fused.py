@@ -236,13 +236,16 @@ def _kernel_spy(monkeypatch) -> list[int]:
     from padam_core import fused_cpu
 
     calls: list[int] = []
-    kernel = fused_cpu._loop.multi_tensor_kernel
+    for name in ("multi_tensor_kernel", "multi_tensor_kernel_serial"):
+        kernel = getattr(fused_cpu._loop, name, None)
+        if kernel is None:
+            continue
 
-    def spy(addresses, *args):
-        calls.append(len(addresses))
-        return kernel(addresses, *args)
+        def spy(addresses, *args, kernel=kernel):
+            calls.append(len(addresses))
+            return kernel(addresses, *args)
 
-    monkeypatch.setattr(fused_cpu._loop, "multi_tensor_kernel", spy)
+        monkeypatch.setattr(fused_cpu._loop, name, spy)
     return calls
 
 
@@ -317,6 +320,7 @@ def test_a_failing_kernel_leaves_steps_and_parameters_unchanged(monkeypatch):
         raise MemoryError("simulated")
 
     monkeypatch.setattr(fused_cpu._loop, "multi_tensor_kernel", broken)
+    monkeypatch.setattr(fused_cpu._loop, "multi_tensor_kernel_serial", broken, raising=False)
     with pytest.raises(MemoryError):
         optimizer.step()
     assert optimizer.state[param]["step"].item() == 1.0
