@@ -5,6 +5,8 @@ r"""The functional Padam for torch tensors and its two implementations (one sign
   the returned arrays back into the parameter and state tensors.
 * ``_multi_tensor_padam``: the same maths with ``torch._foreach_*`` ops, one launch per op for
   every tensor of a (device, dtype) group.
+* :func:`padam_torch.fused.fused_padam`: padam_core's compiled multi-tensor kernel on the
+  tensors' memory (the default where it is available: CPU tensors with numba installed).
 
 :class:`padam_torch.Padam` manages groups and state and calls :func:`padam`.
 """
@@ -12,6 +14,7 @@ r"""The functional Padam for torch tensors and its two implementations (one sign
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import array_api_compat.torch as torch_namespace
 import torch
@@ -29,6 +32,7 @@ from padam_core import validate_hyperparameters
 # partial -> extra square roots after the first (x^(2p) = sqrt^(1+k)(x)): the kernel's own table,
 # so both implementations take the chain for exactly the same p.
 from padam_core.kernel import SQRT_CHAIN_LENGTHS as _SQRT_CHAINS
+from padam_torch import fused as fused_path
 
 __all__ = ["padam"]
 
@@ -45,6 +49,7 @@ def padam(
     foreach: bool | None = None,
     capturable: bool = False,
     differentiable: bool = False,
+    fused: bool | None = None,
     has_complex: bool = False,
     *,
     amsgrad: bool,
@@ -57,11 +62,14 @@ def padam(
     maximize: bool,
     decoupled_weight_decay: bool,
     variant: str,
+    _fused_views: dict[int, Any] | None = None,
 ) -> None:
     r"""Functional Padam: updates ``params`` and the state lists in place.
 
     See :class:`padam_torch.Padam` for the maths and the arguments. ``state_steps`` holds one
-    scalar tensor per parameter; it is incremented here before the update.
+    scalar tensor per parameter; it is incremented here. As in torch, ``fused=None`` and
+    ``foreach=None`` pick the fastest path available, and ``foreach=False`` alone means the
+    single-tensor path.
     """
     if not torch.compiler.is_compiling() and not all(
         isinstance(step, Tensor) for step in state_steps
@@ -70,6 +78,39 @@ def padam(
     # The optimizer validated its groups; a direct caller of this function may not have. The
     # foreach path would read an unknown variant as "optax", so at least that is checked here.
     validate_hyperparameters(variant=variant, amsgrad=amsgrad)
+    if fused is None and foreach is None:
+        fused = not differentiable and fused_path.usable(params, grads, capturable=capturable)
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if fused and differentiable:
+        raise RuntimeError("`fused` does not support `differentiable`")
+    if fused and torch.jit.is_scripting():
+        raise RuntimeError("torch.jit.script not supported with fused optimizers")
+    if fused:
+        # dynamo cannot trace the numba call: under torch.compile it is a graph break.
+        step = _fused_eager if torch.compiler.is_compiling() else fused_path.fused_padam
+        step(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            max_exp_avg_sqs,
+            state_steps,
+            amsgrad=amsgrad,
+            beta1=beta1,
+            beta2=beta2,
+            lr=lr,
+            weight_decay=weight_decay,
+            eps=eps,
+            partial=partial,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+            variant=variant,
+            capturable=capturable,
+            differentiable=differentiable,
+            views=_fused_views,
+        )
+        return
     if foreach is None:
         # Tensor betas only work on the single-tensor path: pick it rather than fail.
         tensor_betas = isinstance(beta1, Tensor) or isinstance(beta2, Tensor)
@@ -98,6 +139,9 @@ def padam(
         decoupled_weight_decay=decoupled_weight_decay,
         variant=variant,
     )
+
+
+_fused_eager = torch._disable_dynamo(fused_path.fused_padam)
 
 
 def _default_foreach(params: list[Tensor], differentiable: bool) -> bool:
@@ -149,32 +193,53 @@ def _single_tensor_padam(
             exp_avg, exp_avg_sq = torch.view_as_real(exp_avg), torch.view_as_real(exp_avg_sq)
             if amsgrad:
                 max_exp_avg_sq = torch.view_as_real(max_exp_avg_sq)
-        result = padam_core.padam_step(
-            param,
-            grad,
-            exp_avg,
-            exp_avg_sq,
-            max_exp_avg_sq,
-            step,
-            lr=lr,
-            b1=beta1,
-            b2=beta2,
-            eps=eps,
-            partial=partial,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            variant=variant,
-            xp=torch_namespace,
-            validate=False,  # validated by Padam; never a host read of a tensor lr per step
-        )
-        # The kernel is pure: write its results back into the tensors the optimizer owns.
-        param.copy_(result.param)
-        exp_avg.copy_(result.exp_avg)
-        exp_avg_sq.copy_(result.exp_avg_sq)
-        if amsgrad:
-            max_exp_avg_sq.copy_(result.max_exp_avg_sq)
+        # In slices of _SLICE elements, so the kernel's temporaries (about six arrays the size
+        # of what it is given) stay small; elementwise maths, so the same numbers.
+        pieces = _slices(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, whole=differentiable)
+        for param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq in pieces:
+            result = padam_core.padam_step(
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq,
+                step,
+                lr=lr,
+                b1=beta1,
+                b2=beta2,
+                eps=eps,
+                partial=partial,
+                weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled_weight_decay,
+                amsgrad=amsgrad,
+                maximize=maximize,
+                variant=variant,
+                xp=torch_namespace,
+                validate=False,  # validated by Padam; never a host read of a tensor lr per step
+            )
+            # The kernel is pure: write its results back into the tensors the optimizer owns.
+            param.copy_(result.param)
+            exp_avg.copy_(result.exp_avg)
+            exp_avg_sq.copy_(result.exp_avg_sq)
+            if amsgrad:
+                max_exp_avg_sq.copy_(result.max_exp_avg_sq)
+
+
+_SLICE = 1 << 18  # elements (1 MiB of float32) per kernel call of the single-tensor path
+
+
+def _slices(*tensors: Tensor | None, whole: bool) -> list[tuple[Tensor | None, ...]]:
+    """``tensors`` cut into flat slices of ``_SLICE`` elements; whole when small, when
+    ``whole`` (differentiable: autograd sees the tensors as they are) or not contiguous."""
+    present = [t for t in tensors if t is not None]
+    size = present[0].numel()
+    if whole or size <= _SLICE or not all(t.is_contiguous() for t in present):
+        return [tensors]
+    flats = [None if t is None else t.view(-1) for t in tensors]
+    return [
+        tuple(None if flat is None else flat[start : start + _SLICE] for flat in flats)
+        for start in range(0, size, _SLICE)
+    ]
 
 
 def _bias_corrections(

@@ -48,6 +48,7 @@ from padam_core import (
 
 # partial -> extra square roots after the first (x^(2p) = sqrt^(1+k)(x)): the kernel's own table,
 # so both implementations take the chain for exactly the same p.
+from padam_torch import fused as fused_path
 from padam_torch.functional import padam
 
 __all__ = ["Padam", "padam"]
@@ -100,6 +101,24 @@ def _normalize_group(group: dict[str, Any]) -> None:
             group["betas"] = betas
 
 
+def _check_fused_flags(group: Mapping[str, Any]) -> None:
+    """torch's errors for ``fused`` with what it cannot do (checked before anything changes)."""
+    fused = group.get("fused")
+    if fused is not None and not isinstance(fused, bool):
+        raise TypeError(f"fused must be None, True or False, got {fused!r}")
+    if not fused:
+        return
+    if group.get("differentiable"):
+        raise RuntimeError("`fused` does not support `differentiable`")
+    if group.get("foreach"):
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    if fused_path.cpu_kernel() is None and fused_path.cuda_kernel() is None:
+        raise RuntimeError(
+            "fused=True needs padam_core's compiled kernel: install numba "
+            "(pip install padam[fast]), or pass fused=None to use the fastest path available"
+        )
+
+
 def _validate_group(group: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming the first invalid hyperparameter of a param group."""
     betas = group.get("betas", (DEFAULT_B1, DEFAULT_B2))
@@ -148,6 +167,7 @@ class Padam(Optimizer):
         foreach: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -162,9 +182,11 @@ class Padam(Optimizer):
             "foreach": foreach,
             "capturable": capturable,
             "differentiable": differentiable,
+            "fused": fused,
         }
         _validate_group(defaults)
         _normalize_group(defaults)
+        _check_fused_flags(defaults)
         defaults["betas"] = tuple(map(_to_scalar, defaults["betas"]))
         super().__init__(params, defaults)
 
@@ -172,6 +194,7 @@ class Padam(Optimizer):
         """Add a param group; its hyperparameters are validated before anything changes."""
         _validate_group({**self.defaults, **param_group})
         _normalize_group(param_group)
+        _check_fused_flags({**self.defaults, **param_group})
         super().add_param_group(param_group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -179,6 +202,7 @@ class Padam(Optimizer):
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+            group.setdefault("fused", None)  # pickled before the option existed
             for param in group["params"]:
                 param_state = self.state.get(param, {})
                 if param_state and not torch.is_tensor(param_state.get("step", 0.0)):
@@ -267,6 +291,9 @@ class Padam(Optimizer):
                 "Padam does not support sparse gradients; use dense gradients "
                 "(e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
             )
+        for group in self.param_groups:
+            if group["fused"]:  # before any state is created, as every other check
+                fused_path.check_devices([p for p in group["params"] if p.grad is not None])
 
         # Every group is validated before any state is created or any step count moves (a group
         # may have been edited, e.g. group["lr"] = "0.1", or loaded): all or nothing. Not while
@@ -308,6 +335,7 @@ class Padam(Optimizer):
                 foreach=group["foreach"],
                 capturable=group["capturable"],
                 differentiable=group["differentiable"],
+                fused=group["fused"],
                 has_complex=has_complex,
                 amsgrad=group["amsgrad"],
                 beta1=beta1,
@@ -319,9 +347,21 @@ class Padam(Optimizer):
                 maximize=group["maximize"],
                 decoupled_weight_decay=group["decoupled_weight_decay"],
                 variant=group["variant"],
+                _fused_views=self._fused_views(group),
             )
 
         return loss
+
+    def _fused_views(self, group: dict[str, Any]) -> dict[int, Any]:
+        """The fused path's cache of NumPy views for one group (not saved, not pickled)."""
+        caches = self.__dict__.get("_fused_view_caches", {})
+        key = id(group)
+        if key not in caches:  # a new group, or groups replaced by load_state_dict
+            current = {id(other) for other in self.param_groups}
+            caches = {k: cache for k, cache in caches.items() if k in current}
+            caches[key] = {}
+            self._fused_view_caches = caches
+        return caches[key]
 
     # ----------------------------------------------------------------------------- checkpoints
 
@@ -504,12 +544,19 @@ Args:
     variant (str, optional): ``"torch"`` (default), ``"reference"`` or ``"optax"``: where eps
         and the bias corrections sit (see above). ``"reference"`` is the authors' code, whose
         step is the others' times (1 - b2^t)^(1/2 - p): a warm-up over ~5000 steps.
-    foreach (bool, optional): use the ``torch._foreach_*`` implementation; ``None`` picks it on
-        CUDA as torch does, and also for plain CPU tensors, where it is the faster one
-        (default: None). ``False`` runs the canonical kernel tensor by tensor.
+    foreach (bool, optional): use the ``torch._foreach_*`` implementation; ``None`` picks it
+        where the fused path does not apply (default: None). ``False`` (with ``fused`` unset or
+        False) runs the canonical kernel tensor by tensor.
     capturable (bool, optional): keep ``step`` on the parameter's device and never read it on
         the host, so the step can be captured in a CUDA graph (default: False).
     differentiable (bool, optional): run the step with autograd enabled (default: False).
+    fused (bool, optional): run padam_core's compiled multi-tensor kernel directly on the
+        tensors' memory, one call for all tensors of a group (default: None). ``None`` takes it
+        wherever it is available (CPU tensors with numba installed, dense gradients, not
+        differentiable or capturable, not while ``torch.compile`` traces, where the foreach path
+        compiles instead); ``True`` requires it (a ``RuntimeError`` where it is impossible; under
+        ``torch.compile`` the call is a graph break); ``False`` never takes it. CUDA tensors use
+        ``padam_core.fused_cuda`` on torch's current stream when CuPy is installed.
 
 State per parameter, named as in ``torch.optim.Adam`` so checkpoints interchange: ``step``
 (float32 scalar tensor), ``exp_avg`` (m), ``exp_avg_sq`` (v) and, with amsgrad,

@@ -52,6 +52,7 @@ class OptimizerStep:
         self.params_dict = {"w": rng.normal(size=size).astype(dtype)}
         self.grads = {"w": rng.normal(size=size).astype(dtype)}
         self.optimizer = padam_core.Padam(self.params_dict)
+        self.optimizer.step(self.grads)  # compile (numba) outside the timing
 
     def time_step(self, dtype: type, size: int) -> None:
         self.optimizer.step(self.grads)

@@ -1,0 +1,390 @@
+"""The numba loop behind :mod:`padam_core.fused_cpu` (imported only where numba is installed).
+
+Everything compiled lives in this one file: numba's disk cache checks only the stamp of the file
+that defines a cached function, so a helper changed in another file would leave stale code.
+The configuration arrives as tuple lengths (see :mod:`padam_core.fused_cpu`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+from numba import types as _nb_types
+from numba.extending import intrinsic, overload
+
+
+def _jit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit(cache=True)``, or without the disk cache where no location is writable.
+
+    numba tries ``NUMBA_CACHE_DIR``, the source tree's ``__pycache__`` and a user-wide folder;
+    when none can be written it raises at decoration time: compile per process instead.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Any:
+        try:
+            return numba.njit(cache=True, **options)(function)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return numba.njit(**options)(function)
+
+    return decorate
+
+
+@intrinsic
+def _pointer(typingctx, address, like):
+    """A typed pointer (element type of the array ``like``) from an integer address."""
+    target = _nb_types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(target))
+
+    return target(address, like), codegen
+
+
+@intrinsic
+def _data_address(typingctx, array):
+    """The integer address of an array's first element."""
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(array)(context, builder, args[0]).data
+        return builder.ptrtoint(data, context.get_value_type(_nb_types.int64))
+
+    return _nb_types.int64(array), codegen
+
+
+@_jit()
+def addresses(a, b, c, d, e):
+    """The data addresses of five arrays, in one call: numba unboxes arrays in C, several
+    times faster than ``__array_interface__`` or ``.ctypes`` from Python."""
+    return (
+        _data_address(a), _data_address(b), _data_address(c), _data_address(d),
+        _data_address(e),
+    )  # fmt: skip
+
+
+def _to_compute(raw, kind_tag):  # pragma: no cover - replaced by the overload in numba
+    raise NotImplementedError
+
+
+def _from_compute(value, like_raw, kind_tag):  # pragma: no cover - as above
+    raise NotImplementedError
+
+
+@intrinsic
+def _bits_to_f32(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(_nb_types.float32))
+
+    return _nb_types.float32(_nb_types.uint32), codegen
+
+
+@intrinsic
+def _f32_to_bits(typingctx, value):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(_nb_types.uint32))
+
+    return _nb_types.uint32(_nb_types.float32), codegen
+
+
+@_jit()
+def _half_to_f32(h):
+    h = np.uint32(h) & np.uint32(0xFFFF)
+    magnitude = (h & np.uint32(0x7FFF)) << np.uint32(13)
+    # Normal and subnormal halves: the bits shifted into place are the value * 2^-112.
+    value = _bits_to_f32(magnitude) * np.float32(5.192296858534828e33)  # 2^112
+    if (h & np.uint32(0x7C00)) == np.uint32(0x7C00):  # inf and NaN
+        value = _bits_to_f32(magnitude | np.uint32(0x7F800000))
+    return -value if (h & np.uint32(0x8000)) else value
+
+
+@_jit()
+def _f32_to_half(value):
+    """Round to nearest even (NumPy's float16 cast), NaN stays NaN, overflow gives inf."""
+    f = _f32_to_bits(value)
+    sign = (f >> np.uint32(16)) & np.uint32(0x8000)
+    f = f & np.uint32(0x7FFFFFFF)
+    if f >= np.uint32(0x47800000):  # >= 65536 (in float32 bits), inf or NaN
+        out = np.uint32(0x7E00) if f > np.uint32(0x7F800000) else np.uint32(0x7C00)
+    elif f < np.uint32(0x38800000):  # below 2^-14: a subnormal half or zero
+        # Adding 0.5 rounds (to nearest even) the value to a multiple of 2^-24.
+        rounded = _bits_to_f32(f) + np.float32(0.5)
+        out = _f32_to_bits(rounded) - np.uint32(0x3F000000)
+    else:
+        odd = (f >> np.uint32(13)) & np.uint32(1)
+        out = (f + np.uint32(0xC8000FFF) + odd) >> np.uint32(13)  # rebias: -112 << 23
+    return np.uint16((out | sign) & np.uint32(0xFFFF))
+
+
+@_jit()
+def _bf16_to_f32(h):
+    return _bits_to_f32((np.uint32(h) & np.uint32(0xFFFF)) << np.uint32(16))
+
+
+@_jit()
+def _f32_to_bf16(value):
+    """Round to nearest even on the bits (as ml_dtypes and torch); NaN stays a quiet NaN."""
+    f = _f32_to_bits(value)
+    if (f & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+        return np.uint16((f >> np.uint32(16)) | np.uint32(0x0040))
+    odd = (f >> np.uint32(16)) & np.uint32(1)
+    return np.uint16((f + np.uint32(0x7FFF) + odd) >> np.uint32(16))
+
+
+@overload(_to_compute)
+def _to_compute_overload(raw, kind_tag):
+    if isinstance(raw, _nb_types.Float):
+        return lambda raw, kind_tag: raw
+    if len(kind_tag) == 1:  # float16 bits
+        return lambda raw, kind_tag: _half_to_f32(raw)
+    return lambda raw, kind_tag: _bf16_to_f32(raw)
+
+
+@overload(_from_compute)
+def _from_compute_overload(value, like_raw, kind_tag):
+    if isinstance(like_raw, _nb_types.Float):
+        return lambda value, like_raw, kind_tag: value
+    if len(kind_tag) == 1:
+        return lambda value, like_raw, kind_tag: _f32_to_half(value)
+    return lambda value, like_raw, kind_tag: _f32_to_bf16(value)
+
+
+@intrinsic
+def _f64_to_bits(typingctx, value):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(_nb_types.uint64))
+
+    return _nb_types.uint64(_nb_types.float64), codegen
+
+
+@intrinsic
+def _bits_to_f64(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(_nb_types.float64))
+
+    return _nb_types.float64(_nb_types.uint64), codegen
+
+
+_ROUND = 6755399441055744.0  # 1.5 * 2^52: x + _ROUND - _ROUND rounds x to an integer
+_EXPONENT_BIAS = 4503599627371519.0  # 2^52 + 1023
+
+
+@_jit()
+def _exp2_log2_f64(x, y):
+    """2^(y * log2 x) for a positive normal float64 x and |y * log2 x| < 1000, to ~1e-15.
+
+    Branch-free (selects only), so the loop stays vectorised: log2 x = e + log2 m with m in
+    [sqrt(1/2), sqrt(2)) from the bits, log2 m = 2/ln2 * atanh((m-1)/(m+1)) as an odd series;
+    2^t = 2^n * 2^f with n = round(t), f in [-1/2, 1/2], 2^f a degree-11 Taylor polynomial and
+    2^n put into the exponent bits.
+    """
+    u = _f64_to_bits(x)
+    m = _bits_to_f64((u & np.uint64(0x000FFFFFFFFFFFFF)) | np.uint64(0x3FF0000000000000))
+    e = _bits_to_f64((u >> np.uint64(52)) | np.uint64(0x4330000000000000)) - _EXPONENT_BIAS
+    big = m > 1.4142135623730951
+    m = m * 0.5 if big else m
+    e = e + 1.0 if big else e
+    z = (m - 1.0) / (m + 1.0)
+    z2 = z * z
+    series = 0.19235933878519512 * z2 + 0.2219530832136867  # 2 / (k ln 2), k = 15, 13, ...
+    series = series * z2 + 0.2623081892525388
+    series = series * z2 + 0.3205988979753252
+    series = series * z2 + 0.41219858311113244
+    series = series * z2 + 0.5770780163555853
+    series = series * z2 + 0.9617966939259757
+    series = series * z2 + 2.8853900817779268
+    t = y * (e + z * series)
+    shifted = t + _ROUND
+    n = shifted - _ROUND
+    f = t - n
+    poly = 4.44553827187081e-10 * f + 7.054911620801121e-09  # ln2^k / k!, k = 11, 10, ...
+    poly = poly * f + 1.0178086009239696e-07
+    poly = poly * f + 1.3215486790144305e-06
+    poly = poly * f + 1.5252733804059838e-05
+    poly = poly * f + 0.00015403530393381606
+    poly = poly * f + 0.0013333558146428441
+    poly = poly * f + 0.009618129107628477
+    poly = poly * f + 0.055504108664821576
+    poly = poly * f + 0.2402265069591007
+    poly = poly * f + 0.6931471805599453
+    poly = poly * f + 1.0
+    scale = _bits_to_f64((_f64_to_bits(shifted) + np.uint64(1023)) << np.uint64(52))
+    return poly * scale
+
+
+_F = np.float32
+_ROUND32 = _F(12582912.0)  # 1.5 * 2^23
+_BITS_ROUND32 = np.uint32(0x4B400000)  # bits of _ROUND32: + n in the low bits after rounding
+
+
+@_jit()
+def _exp2_scale32(n):
+    """2^n as a float32 for an integer-valued float32 n in [-75, 64]."""
+    bits = _f32_to_bits(n + _ROUND32) - _BITS_ROUND32 + np.uint32(127)
+    return _bits_to_f32(bits << np.uint32(23))
+
+
+@_jit()
+def _exp2_log2_f32(x, y):
+    """2^(y * log2 x) for a positive finite float32 x (subnormal too) and 0 < y <= 1, in float32.
+
+    Branch-free (selects only), so the loop stays vectorised, 8 lanes: log2 x = e + log2 m with
+    m in [sqrt(1/2), sqrt(2)) from the bits, log2 m = 2/ln2 * atanh((m-1)/(m+1)) as an odd series
+    to z^9; 2^t = 2^n * 2^f with n = round(t), f in [-1/2, 1/2], 2^f a degree-7 Taylor polynomial
+    and 2^n applied as two exact factors (so subnormal results round once). t itself is formed
+    in float64, so the error stays at about 2 ulps for every x (a float32 t would give up to
+    ~90 ulps at the ends of the range, as NumPy's float32 exp2(log2) does).
+    """
+    tiny = x < _F(1.1754944e-38)
+    x = x * _F(16777216.0) if tiny else x  # 2^24: subnormals become normal
+    u = _f32_to_bits(x)
+    m = _bits_to_f32((u & np.uint32(0x007FFFFF)) | np.uint32(0x3F800000))
+    e = _bits_to_f32((u >> np.uint32(23)) | np.uint32(0x4B000000)) - _F(8388735.0)  # 2^23 + 127
+    e = e - _F(24.0) if tiny else e
+    big = m > _F(1.4142135)
+    m = m * _F(0.5) if big else m
+    e = e + _F(1.0) if big else e
+    z = (m - _F(1.0)) / (m + _F(1.0))
+    z2 = z * z
+    series = _F(0.3205988979753252) * z2 + _F(0.41219858311113244)  # 2 / (k ln 2), k = 9, 7, ..
+    series = series * z2 + _F(0.5770780163555853)
+    series = series * z2 + _F(0.9617966939259757)
+    series = series * z2 + _F(2.8853900817779268)
+    # t = y * log2 x in float64 (its rounding is what |t| would amplify), the rest in float32.
+    t = np.float64(y) * (np.float64(e) + np.float64(z * series))
+    n64 = (t + _ROUND) - _ROUND
+    f = np.float32(t - n64)
+    n = np.float32(n64)
+    poly = _F(1.5252733804059838e-05) * f + _F(0.00015403530393381606)  # ln2^k / k!, k = 7, ..
+    poly = poly * f + _F(0.0013333558146428441)
+    poly = poly * f + _F(0.009618129107628477)
+    poly = poly * f + _F(0.055504108664821576)
+    poly = poly * f + _F(0.2402265069591007)
+    poly = poly * f + _F(0.6931471805599453)
+    poly = poly * f + _F(1.0)
+    half = np.floor(n * _F(0.5))
+    return poly * _exp2_scale32(half) * _exp2_scale32(n - half)
+
+
+def _general_power(root, two_partial):  # pragma: no cover - replaced by the overload in numba
+    raise NotImplementedError
+
+
+@overload(_general_power)
+def _general_power_overload(root, two_partial):
+    """root ** two_partial for 0 < two_partial <= 1: float32 polynomials for a float32 root
+    (a few ulps, vectorised); libm's pow for a float64 root."""
+    if root == _nb_types.float32:
+
+        def power32(root, two_partial):
+            # 0, inf and NaN: 1 stands in (keeping the polynomial's input finite), then
+            # 0^y = 0, inf^y = inf, NaN stays NaN.
+            special = not (root > _F(0.0) and root < _F(np.inf))
+            result = _exp2_log2_f32(_F(1.0) if special else root, two_partial)
+            return root if special else result
+
+        return power32
+    return lambda root, two_partial: root**two_partial
+
+
+@_jit()
+def _power(root, two_partial, one, mode_tag):
+    """root ** (2 * partial), as kernel.partial_power; the mode is len(mode_tag)."""
+    mode = len(mode_tag)
+    if mode == 0:
+        return one  # typed like root: a literal 1 would turn float32 math into float64
+    if mode == 5:
+        return _general_power(root, two_partial)
+    # mode - 1 (0..3) extra square roots after the one the caller took.
+    if mode >= 2:
+        root = np.sqrt(root)
+    if mode >= 3:
+        root = np.sqrt(root)
+    if mode >= 4:
+        root = np.sqrt(root)
+    return root
+
+
+@_jit(error_model="numpy")
+def _chunk_loop(p, g, m, v, vh, start, stop, s, variant_tag, mode_tag, flag_tag, kind_tag):
+    variant, amsgrad, coupled = len(variant_tag), len(flag_tag) & 1, len(flag_tag) >= 2
+    b1, one_minus_b1, b2, one_minus_b2 = s[0], s[1], s[2], s[3]
+    eps, decay_factor, step_size, bc1, bc2, sqrt_bc2 = s[4], s[5], s[6], s[7], s[8], s[9]
+    lr, two_partial, one, sign, l2, finfo_max = s[10], s[11], s[12], s[13], s[14], s[15]
+    for i in range(start, stop):
+        # sign is -1 or 1, decay_factor is 1 without decoupled decay: multiplying by them
+        # changes no bits (of inf and NaN neither).
+        raw = p[i]
+        theta = _to_compute(raw, kind_tag)
+        grad = sign * _to_compute(g[i], kind_tag)
+        if coupled:
+            grad = grad + l2 * theta
+        grad = finfo_max if grad > finfo_max else grad  # saturate, NaN stays NaN
+        grad = -finfo_max if grad < -finfo_max else grad
+        theta = theta * decay_factor
+        mi = b1 * m[i] + one_minus_b1 * grad
+        vi = b2 * v[i] + one_minus_b2 * (grad * grad)
+        vi = finfo_max if vi > finfo_max else vi
+        second = vi / bc2 if variant == 2 else vi
+        second = finfo_max if second > finfo_max else second
+        v_hat = np.maximum(vh[i], second) if amsgrad else second
+        if variant == 0:
+            denominator = _power(np.sqrt(v_hat) + eps, two_partial, one, mode_tag)
+            theta = theta - step_size * mi / denominator
+        elif variant == 1:
+            denominator = _power(np.sqrt(v_hat) / sqrt_bc2, two_partial, one, mode_tag) + eps
+            theta = theta - step_size * mi / denominator
+        else:
+            root = _power(np.sqrt(v_hat), two_partial, one, mode_tag)
+            theta = theta - lr * (mi / bc1) / (root + eps)
+        p[i] = _from_compute(theta, raw, kind_tag)
+        m[i] = mi
+        v[i] = vi
+        if amsgrad:
+            vh[i] = v_hat
+
+
+@_jit(parallel=True)
+def multi_tensor_kernel(addresses, chunks, s, raw_like, variant_tag, mode_tag, flag_tag, kind_tag):
+    """addresses[k] = (param, grad, m, v, v_hat) of array k; chunks[c] = (k, start, stop)."""
+    for c in numba.prange(chunks.shape[0]):
+        k = chunks[c, 0]
+        _chunk_loop(
+            _pointer(addresses[k, 0], raw_like), _pointer(addresses[k, 1], raw_like),
+            _pointer(addresses[k, 2], s), _pointer(addresses[k, 3], s),
+            _pointer(addresses[k, 4], s), chunks[c, 1], chunks[c, 2], s,
+            variant_tag, mode_tag, flag_tag, kind_tag,
+        )  # fmt: skip
+
+
+@_jit()
+def f32_to_half_array(values):  # for the tests: the kernel's float32 -> float16 bits
+    out = np.empty(values.shape, dtype=np.uint16)
+    for i in range(values.size):
+        out[i] = _f32_to_half(values[i])
+    return out
+
+
+@_jit()
+def f32_to_bf16_array(values):  # for the tests: the kernel's float32 -> bfloat16 bits
+    out = np.empty(values.shape, dtype=np.uint16)
+    for i in range(values.size):
+        out[i] = _f32_to_bf16(values[i])
+    return out
+
+
+@_jit()
+def multi_tensor_kernel_serial(
+    addresses, chunks, s, raw_like, variant_tag, mode_tag, flag_tag, kind_tag
+):
+    """:func:`multi_tensor_kernel` on the calling thread, for work too small to share (and
+    fewer chunks than threads, where waking idle threads costs milliseconds on a busy host)."""
+    for c in range(chunks.shape[0]):
+        k = chunks[c, 0]
+        _chunk_loop(
+            _pointer(addresses[k, 0], raw_like), _pointer(addresses[k, 1], raw_like),
+            _pointer(addresses[k, 2], s), _pointer(addresses[k, 3], s),
+            _pointer(addresses[k, 4], s), chunks[c, 1], chunks[c, 2], s,
+            variant_tag, mode_tag, flag_tag, kind_tag,
+        )  # fmt: skip
