@@ -59,7 +59,8 @@ class Padam:
 
     ``fused=None`` (default) takes the numba-compiled in-place path of
     :mod:`padam_core.fused_cpu` where it applies (numba installed, contiguous NumPy float32/float64
-    arrays) and the pure kernel elsewhere; ``False`` always takes the pure kernel. Both give the
+    arrays, or float16/bfloat16 ones with float32 state), all of them in one compiled call, and
+    the pure kernel elsewhere; ``False`` always takes the pure kernel. Both give the
     same bits, but for a general ``partial`` (pow) where they may differ in the last place.
 
     A step either completes for every array or changes nothing: shapes, dtypes and finiteness are
@@ -150,6 +151,8 @@ class Padam:
         count = self.count + 1
         amsgrad = self.hyperparameters["amsgrad"]
         state = self.state
+        fused: list[tuple[Any, ...]] = []  # (param, grad, m, v, v_hat) for one compiled call
+        pure: dict[str, Any] = {}
         for name, param in self._params.items():
             grad, max_sq = named_grads[name], state.max_exp_avg_sq
             moments = (
@@ -159,15 +162,22 @@ class Padam:
             )
             present = [array for array in moments if array is not None]
             if self.fused is not False and fused_cpu.supports(param, grad, *present):
-                fused_cpu.padam_step_inplace(
-                    param, grad, *moments, count, lr=lr, **self.hyperparameters
-                )
-                continue
-            result = padam_step(param, grad, *moments, count, lr=lr, **self.hyperparameters)
-            param[...] = result.param
+                fused.append((param, grad, *moments))
+            else:  # pure: computed now, written after the fused call (nothing written yet)
+                pure[name] = padam_step(param, grad, *moments, count, lr=lr, **self.hyperparameters)
+        if fused:
+            params, fused_grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = map(
+                list, zip(*fused, strict=True)
+            )
+            fused_cpu.multi_tensor_step(
+                params, fused_grads, exp_avgs, exp_avg_sqs,
+                max_exp_avg_sqs if amsgrad else None, count, lr=lr, **self.hyperparameters,
+            )  # fmt: skip
+        for name, result in pure.items():
+            self._params[name][...] = result.param
             state.exp_avg[name], state.exp_avg_sq[name] = result.exp_avg, result.exp_avg_sq
             if amsgrad:
-                max_sq[name] = result.max_exp_avg_sq
+                state.max_exp_avg_sq[name] = result.max_exp_avg_sq
         self.state = state._replace(count=count)
 
     # ---- state, checkpoints -------------------------------------------------------------
