@@ -9,8 +9,9 @@ prints ONE JSON line, so a table script can run it as a subprocess per backend::
 (``--backend`` defaults to ``KERAS_BACKEND``.) Three copies of the same MLP (1.06 M float32
 parameters: 512 -> 1024 -> 512 -> 10, batch 64) are compiled with SGD, Adam(amsgrad=True) and
 Padam (p = 1/8 unless ``--partial``) and trained with ``model.fit`` as a user would (Keras's
-default ``jit_compile``: XLA on TensorFlow, ``jax.jit`` on JAX, eager on torch). After a
-warm-up fit each, the three are fitted in interleaved rounds (a shuffled order per round) of
+default ``jit_compile``: ``jax.jit`` on JAX, eager on torch, and on TensorFlow XLA only where
+there is an accelerator: a CPU-only TensorFlow runs ``fit`` as a plain ``tf.function`` graph).
+After a warm-up fit each, the three are fitted in interleaved rounds (a shuffled order per round) of
 ``--steps`` batches; a callback times every batch (the interval between two ``on_train_batch_end``
 calls, which wait for the step's loss), the first batch of each fit is dropped (it holds the
 fit's set-up), and the optimizer part of a step is its median time minus SGD's median time::
@@ -24,7 +25,8 @@ make the timings meaningless; ``--threads 0`` leaves the frameworks' defaults. `
 ``--clock wall`` uses ``time.perf_counter``.
 
 ``--mode apply`` times ``optimizer.apply`` calls alone on the same variables instead (jitted
-``stateless_apply`` on JAX, ``tf.function(jit_compile=True)`` on TensorFlow, eager on torch),
+``stateless_apply`` on JAX, ``tf.function`` on TensorFlow with the ``jit_compile`` that ``fit``
+would use, eager on torch),
 no SGD subtraction: a less noisy view of the same cost. Only the ratio means anything on a shared
 machine; the times are printed so that noise shows.
 """
@@ -221,7 +223,8 @@ def _apply_runner(keras: Any, make: Callable[[], Any], x: Any, y: Any) -> Callab
         if backend == "tensorflow":
             import tensorflow as tf
 
-            compiled = tf.function(lambda g: optimizer.apply(g, variables), jit_compile=True)
+            jit = bool(model.jit_compile)  # Keras's "auto": no XLA on a CPU-only TensorFlow
+            compiled = tf.function(lambda g: optimizer.apply(g, variables), jit_compile=jit)
         else:
 
             def compiled(g: Any) -> None:
