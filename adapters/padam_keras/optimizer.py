@@ -9,6 +9,8 @@ kernel's results back with the optimizer's ``assign`` helper only, so JAX's stat
 from __future__ import annotations
 
 import contextlib
+import functools
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,6 +86,45 @@ def _read(value: Any) -> Any:
     if backend == "torch":
         tensor = tensor.detach()
     return tensor
+
+
+def _padam_step(*arrays: Any, **hyperparameters: Any) -> Any:
+    """:func:`padam_core.padam_step`; on TensorFlow compiled as one XLA cluster.
+
+    Keras does not XLA-compile ``fit`` on a CPU-only TensorFlow, so the kernel's dozen
+    elementwise operations would each be a separate pass over memory (Keras's Adam, written with
+    ``assign_add``, makes fewer). Under ``tf.function(jit_compile=True)`` XLA fuses them into a
+    few loops; inside an XLA-compiled step the function is simply inlined. The arithmetic is the
+    kernel's (XLA may rewrite ``x / sqrt(y)`` as ``x * rsqrt(y)``, as it does for Keras's Adam).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return padam_step(*arrays, **hyperparameters)
+    import tensorflow as tf
+
+    # Variables are read here (a tf.function argument must be a tensor, not a variable).
+    arrays = tuple(None if a is None else tf.convert_to_tensor(a) for a in arrays)
+    hyperparameters = {
+        key: tf.convert_to_tensor(value) if hasattr(value, "dtype") else value
+        for key, value in hyperparameters.items()
+    }
+    static = tuple(
+        (key, value) for key, value in hyperparameters.items() if not hasattr(value, "dtype")
+    )
+    dynamic = {key: value for key, value in hyperparameters.items() if hasattr(value, "dtype")}
+    signature = tuple(
+        None if a is None else (_static_shape(a), str(a.dtype)) for a in arrays
+    )  # one function (one trace) per shape: no retracing warnings
+    return _xla_padam_step(static, signature)(arrays, dynamic)
+
+
+@functools.cache
+def _xla_padam_step(static: tuple[tuple[str, Any], ...], signature: Any) -> Any:
+    import tensorflow as tf
+
+    def step(arrays: tuple[Any, ...], dynamic: dict[str, Any]) -> Any:
+        return padam_step(*arrays, **dict(static), **dynamic)
+
+    return tf.function(step, jit_compile=True, autograph=False)
 
 
 def _as_hyperparameter(value: Any, name: str) -> float:
@@ -363,18 +404,68 @@ class Padam(keras.optimizers.Optimizer):
         # variable's dtype, one formula on every backend), not by the base class.
         return None
 
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        """One Padam step for one variable, computed by :func:`padam_core.padam_step`."""
-        index = self._get_variable_index(variable)
+    def _backend_update_step(
+        self, grads: Sequence[Any], trainable_variables: Sequence[Any], learning_rate: Any
+    ) -> None:
+        # Keras calls this after its own clipping, loss-scale and gradient-accumulation handling
+        # and before EMA and the iteration count, as for its torch optimizers' multi-tensor step.
+        if keras.backend.backend() == "torch" and self._torch_fused_update(
+            grads, trainable_variables, learning_rate
+        ):
+            return
+        super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    def _torch_fused_update(
+        self, grads: Sequence[Any], variables: Sequence[Any], learning_rate: Any
+    ) -> bool:
+        """All variables in one :func:`padam_core.fused_cpu.multi_tensor_step` call per weight
+        decay setting, on zero-copy NumPy views of the torch CPU tensors. Returns False (nothing
+        written) where that path cannot take them: no numba, a stateless scope, torch.compile,
+        non-CPU or complex tensors, array hyperparameters; update_step then runs per variable.
+        """
+        rows = _torch_fused_rows(self, grads, variables)
+        if rows is None:
+            return False
+        from padam_core import fused_cpu
+
+        step = int(_read(self.iterations)) + 1
+        lr = float(_read(learning_rate))
+        for (weight_decay, decoupled), members in rows.items():
+            columns = list(zip(*members, strict=True))
+            fused_cpu.multi_tensor_step(
+                *columns[:4],
+                columns[4] if self.amsgrad else None,
+                step,
+                lr=lr,
+                b1=self.beta_1,
+                b2=self.beta_2,
+                eps=self.epsilon,
+                partial=self.partial,
+                weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled,
+                amsgrad=self.amsgrad,
+                maximize=self.maximize,
+                variant=self.variant,
+            )
+        return True
+
+    def _weight_decay_of(self, index: int) -> tuple[float, bool]:
+        """(lambda, decoupled) for the variable at ``index``, honouring the exclusion lists."""
         # Map a backend/replica variable back to the Keras one for the exclusion lists.
         decays = self._use_weight_decay(self._trainable_variables[index])
         decoupled = decays and bool(self.weight_decay)
         weight_decay = self.weight_decay if decoupled else (self.l2_weight_decay if decays else 0.0)
+        return weight_decay, decoupled
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        """One Padam step for one variable, computed by :func:`padam_core.padam_step`."""
+        index = self._get_variable_index(variable)
+        weight_decay, decoupled = self._weight_decay_of(index)
         momentum = self._momentums[index]
         velocity = self._velocities[index]
         velocity_hat = self._velocity_hats[index] if self.amsgrad else None
 
-        result = padam_step(
+        result = _padam_step(
             _read(variable),
             _read(gradient),
             _read(momentum),
@@ -448,6 +539,62 @@ def _check_loaded(variable: Any, value: Any, *, square: bool, count: bool) -> No
         raise ValueError(f"Padam checkpoint: {name!r} holds NaN or Inf")
     if square and np.any(np.real(array) < 0):
         raise ValueError(f"Padam checkpoint: {name!r} holds negative values (it is a square)")
+
+
+def _torch_fused_rows(
+    optimizer: Padam, grads: Sequence[Any], variables: Sequence[Any]
+) -> dict[tuple[float, bool], list[list[Any]]] | None:
+    """NumPy views (param, grad, m, v[, v_hat]) of every variable, grouped by weight decay, or
+    None where the fused CPU path cannot take all of them (then nothing has been written)."""
+    from padam_core import fused_cpu
+
+    if not getattr(fused_cpu, "available", lambda: False)() or not hasattr(
+        fused_cpu, "multi_tensor_step"
+    ):
+        return None
+    hyperparameters = (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon, optimizer.partial)
+    if not all(isinstance(h, numbers.Real) for h in hyperparameters):
+        return None
+    import torch
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+
+    if in_stateless_scope() or torch.compiler.is_compiling():
+        return None
+    rows: dict[tuple[float, bool], list[list[Any]]] = {}
+    for gradient, variable in zip(grads, variables, strict=True):
+        index = optimizer._get_variable_index(variable)
+        slots = [optimizer._momentums[index], optimizer._velocities[index]]
+        if optimizer.amsgrad:
+            slots.append(optimizer._velocity_hats[index])
+        tensors = [getattr(variable, "value", variable), gradient]
+        tensors += [slot.value for slot in slots]
+        if not all(
+            isinstance(t, torch.Tensor) and t.device.type == "cpu" and not t.is_complex()
+            for t in tensors
+        ):
+            return None
+        tensors[1] = tensors[1].detach().contiguous()  # read only: a copy is harmless
+        row = [_numpy_view(t) for t in tensors]
+        if not fused_cpu.supports(*row):
+            return None
+        rows.setdefault(optimizer._weight_decay_of(index), []).append(row)
+    return rows
+
+
+def _numpy_view(tensor: Any) -> Any:
+    """A zero-copy NumPy view of a torch CPU tensor (bfloat16 through ml_dtypes where it is
+    installed; without it the int16 bits, which the fused path's ``supports`` declines)."""
+    import torch
+
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        bits = tensor.view(torch.int16).numpy()
+        try:
+            import ml_dtypes
+        except ImportError:  # pragma: no cover - ml_dtypes comes with jax and tensorflow
+            return bits
+        return bits.view(ml_dtypes.bfloat16)
+    return tensor.numpy()
 
 
 def _static_shape(value: Any) -> tuple[int | None, ...]:
