@@ -179,7 +179,7 @@ def _sqrt_scalar(value: Scalar, *, xp: Any) -> Scalar:
 
 
 def _abs_squared(g: Array, *, xp: Any) -> Array:
-    if xp.isdtype(g.dtype, "complex floating"):
+    if _isdtype(g.dtype, "complex floating", xp=xp):
         re, im = xp.real(g), xp.imag(g)
         return re * re + im * im
     return g * g
@@ -198,11 +198,19 @@ def _check_step(step: Any) -> None:
         raise ValueError(f"Invalid step value: {step!r} (expected a whole number >= 1)")
 
 
+def _isdtype(dtype: Any, kind: Any, *, xp: Any) -> bool:
+    """``xp.isdtype``, except that a 16-bit float (e.g. ml_dtypes' bfloat16 in NumPy, which
+    ``numpy.isdtype`` refuses) counts as real floating."""
+    if _is_low_precision(dtype, xp):
+        return kind != "complex floating"
+    return bool(xp.isdtype(dtype, kind))
+
+
 def _check_arrays(param: Array, grad: Array, *state: Array | None, xp: Any) -> None:
     """Shapes equal (no broadcasting) and floating dtypes: static facts, fine under ``jit``."""
     shape = tuple(param.shape)
-    if xp.isdtype(grad.dtype, "complex floating") and not xp.isdtype(
-        param.dtype, "complex floating"
+    if _isdtype(grad.dtype, "complex floating", xp=xp) and not _isdtype(
+        param.dtype, "complex floating", xp=xp
     ):
         raise ValueError(
             f"padam_step: grad has dtype {grad.dtype} for a real param of dtype {param.dtype} "
@@ -212,7 +220,7 @@ def _check_arrays(param: Array, grad: Array, *state: Array | None, xp: Any) -> N
                            (param, grad, *state), strict=True):  # fmt: skip
         if array is None:
             continue
-        if not xp.isdtype(array.dtype, _INEXACT):
+        if not _isdtype(array.dtype, _INEXACT, xp=xp):
             raise ValueError(
                 f"padam_step: {name} has dtype {array.dtype} (expected a floating dtype; "
                 "integer and bool arrays would be truncated)"
@@ -308,7 +316,7 @@ def padam_step(
             g = g + weight_decay * theta
     # Saturation (module docstring): clip the effective gradient, v, and what enters the max.
     largest = _finfo_max(real_dtype, xp=xp)
-    if not xp.isdtype(g.dtype, "complex floating"):
+    if not _isdtype(g.dtype, "complex floating", xp=xp):
         g = xp.clip(g, min=-largest, max=largest)
 
     m = b1 * m + (1.0 - b1) * g
