@@ -8,7 +8,7 @@ written and replaced (``count``, ``mu``, ``nu``, ``nu_max``), the other transfor
 (e.g. a schedule's count) stay as they are in ``like``.
 
 The state does not say which ``variant`` made it: pass the optimizer's (default
-``"reference"``, as for :func:`padam_jax.padam`).
+``padam_core.DEFAULT_VARIANT``, ``"torch"``, as for :func:`padam_jax.padam`).
 
 >>> import jax.numpy as jnp
 >>> from padam_jax import load_state, padam, save_state
@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from padam_core.hyperparameters import DEFAULT_VARIANT
 from padam_core.state_file import TensorSpec, read_state_file, write_state_file
 from padam_jax.transform import ScaleByPadamState
 
@@ -50,7 +51,9 @@ def _padam_state(opt_state: Any) -> ScaleByPadamState:
     return found[0]
 
 
-def save_state(path: str | os.PathLike[str], opt_state: Any, *, variant: str = "reference") -> None:
+def save_state(
+    path: str | os.PathLike[str], opt_state: Any, *, variant: str = DEFAULT_VARIANT
+) -> None:
     """Write the Padam state inside ``opt_state`` to ``path`` (atomically).
 
     Reads the arrays to the host (call it outside ``jit``). ``variant`` is the optimizer's.
@@ -74,7 +77,7 @@ def save_state(path: str | os.PathLike[str], opt_state: Any, *, variant: str = "
     )  # fmt: skip
 
 
-def load_state(path: str | os.PathLike[str], *, like: Any, variant: str = "reference") -> Any:
+def load_state(path: str | os.PathLike[str], *, like: Any, variant: str = DEFAULT_VARIANT) -> Any:
     """``like`` with its Padam state replaced by the one in ``path``.
 
     ``like`` is a state of the same optimizer and parameters (``optimizer.init(params)``, or

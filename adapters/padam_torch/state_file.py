@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
+from padam_core.hyperparameters import DEFAULT_VARIANT
 from padam_core.state_file import MOMENTS, TensorSpec, read_state_file, write_state_file
 from padam_torch.optimizer import Padam, _state_dtype
 
@@ -56,7 +57,7 @@ def _flags(entries: list[tuple[str, Tensor, dict[str, Any]]]) -> tuple[str, bool
             f"the param groups differ in (variant, amsgrad): {sorted(flags)}; a state file "
             "holds one of each"
         )
-    return flags.pop() if flags else ("reference", True)
+    return flags.pop() if flags else (DEFAULT_VARIANT, True)
 
 
 def _to_numpy(tensor: Tensor) -> np.ndarray:
