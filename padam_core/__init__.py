@@ -6,7 +6,9 @@ that updates them in place and saves its state without pickle. See :mod:`padam_c
 the maths and the numerics decisions.
 """
 
+from padam_core import schedules
 from padam_core.functional import PadamState, init, update
+from padam_core.guard import all_finite
 from padam_core.hyperparameters import (
     DEFAULT_B1,
     DEFAULT_B2,
@@ -33,11 +35,13 @@ __all__ = [
     "Padam",
     "PadamState",
     "StepResult",
+    "all_finite",
     "bias_correction",
     "compute_dtype",
     "init",
     "padam_step",
     "partial_power",
+    "schedules",
     "update",
     "validate_hyperparameters",
 ]
