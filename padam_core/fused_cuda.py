@@ -291,7 +291,7 @@ def _plan(
                                 f"{', '.join(_PARAM_DTYPES)})")  # fmt: skip
     state_dtypes = ["float64" if d == "float64" else "float32" for d in param_dtypes]
     shapes = [b[_SHAPE] for b in params]  # torch.Size and tuples compare equal
-    devices = set()
+    devices: set[int | None] = set()
     for name, buffers in lists.items():
         expected = param_dtypes if name in ("params", "grads") else state_dtypes
         dtypes = param_dtypes if buffers is params else _dtype_names(buffers)
@@ -311,7 +311,8 @@ def _plan(
                 if b[_SIZE] and (b[_DEVICE] is None or b[_DEVICE] < 0):
                     raise TypeError(f"{name}[{k}] is not on a CUDA device")
     if len(devices) > 1:
-        raise ValueError(f"all arrays must be on one CUDA device, got devices {sorted(devices)}")
+        found = sorted(d for d in devices if d is not None)  # no None is left after the check
+        raise ValueError(f"all arrays must be on one CUDA device, got devices {found}")
 
     weight_decay = float(weight_decay)
     config = _VARIANT_CODES[variant] | (_power_mode(float(partial)) << _POWER_SHIFT)
@@ -328,8 +329,8 @@ def _plan(
             groups.setdefault(dtype, []).append(k)
     columns = [np.array([b[_PTR] for b in lists[name]], dtype=np.uint64)
                for name in ("params", "grads", "exp_avgs", "exp_avg_sqs")]  # fmt: skip
-    columns.append(np.array([b[_PTR] for b in max_exp_avg_sqs], dtype=np.uint64) if amsgrad
-                   else np.zeros(n, dtype=np.uint64))  # fmt: skip
+    columns.append(np.array([b[_PTR] for b in lists["max_exp_avg_sqs"]], dtype=np.uint64)
+                   if amsgrad else np.zeros(n, dtype=np.uint64))  # fmt: skip
     columns.append(np.array([b[_SIZE] for b in params], dtype=np.uint64))
     everything = np.stack(columns, axis=1)
     launches = []
@@ -445,7 +446,8 @@ def multi_tensor_step(
         names.append("max_exp_avg_sqs")
     buffers = [_buffers(arrays, name) for name, arrays in zip(names, lists, strict=True)]
     launches = _plan(
-        *buffers[:4], buffers[4] if amsgrad else None, step, lr=lr, b1=b1, b2=b2, eps=eps,
+        buffers[0], buffers[1], buffers[2], buffers[3], buffers[4] if amsgrad else None, step,
+        lr=lr, b1=b1, b2=b2, eps=eps,
         partial=partial, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
         amsgrad=amsgrad, maximize=maximize, variant=variant,
     )  # fmt: skip

@@ -149,8 +149,10 @@ def _check_state(
     for moment, arrays in moments.items():
         if arrays is not None and len(arrays) != count:
             return f"{len(arrays)} {moment} tensors for {count} parameters"
+    first, second = moments["exp_avg"], moments["exp_avg_sq"]
+    assert first is not None and second is not None  # only max_exp_avg_sq may be absent
     for index in range(count):
-        shape = moments["exp_avg"][index].shape
+        shape = first[index].shape
         for moment, arrays in moments.items():
             if arrays is None:
                 continue
@@ -159,7 +161,7 @@ def _check_state(
                 return f"{key} has dtype {value.dtype}, expected one of {_STATE_DTYPES}"
             if value.shape != shape:
                 return f"{key} has shape {value.shape}, exp_avg has {shape}"
-            if moment == "max_exp_avg_sq" and value.dtype != moments["exp_avg_sq"][index].dtype:
+            if moment == "max_exp_avg_sq" and value.dtype != second[index].dtype:
                 return f"{key} has dtype {value.dtype}, exp_avg_sq has another"
             problem = _check_values(key, value)
             if problem:
@@ -190,15 +192,16 @@ def write_state_file(
         raise ValueError(f"Invalid variant value: {variant!r} (expected one of {VARIANTS})")
     if amsgrad != (max_exp_avg_sq is not None):
         raise ValueError("max_exp_avg_sq must be given exactly when amsgrad=True")
-    moments = {
-        "exp_avg": [np.asarray(a) for a in exp_avg],
+    first = [np.asarray(a) for a in exp_avg]
+    moments: dict[str, list[np.ndarray] | None] = {
+        "exp_avg": first,
         "exp_avg_sq": [np.asarray(a) for a in exp_avg_sq],
         "max_exp_avg_sq": None
         if max_exp_avg_sq is None
         else [np.asarray(a) for a in max_exp_avg_sq],
     }
-    if len(names) != len(moments["exp_avg"]):
-        raise ValueError(f"{len(names)} names for {len(moments['exp_avg'])} parameters")
+    if len(names) != len(first):
+        raise ValueError(f"{len(names)} names for {len(first)} parameters")
     problem = _check_state(step, moments, len(names))
     if problem:
         raise ValueError(f"Cannot write Padam state to '{path}': {problem}")
@@ -413,26 +416,26 @@ def _read(
             f"step must be an int64 scalar, got {step_array.dtype} {step_array.shape}"
         )
     step = int(step_array)
-    moments: dict[str, list[np.ndarray] | None] = {
+    present: dict[str, list[np.ndarray]] = {
         moment: [arrays[f"state/{i}/{moment}"] for i in range(count)] for moment in moment_names
     }
     if expected is not None:
         for index, spec in enumerate(expected):
             for moment in moment_names:
-                value, dtype = moments[moment][index], spec.dtype_of(moment)
+                value, dtype = present[moment][index], spec.dtype_of(moment)
                 if value.shape != tuple(spec.shape) or value.dtype != dtype:
                     raise _ProblemError(
                         f"{moment} of {name_of(index)} has shape {value.shape} and dtype "
                         f"{value.dtype}, expected {tuple(spec.shape)} and {dtype}"
                     )
-    moments.setdefault("max_exp_avg_sq", None)
+    moments: dict[str, list[np.ndarray] | None] = {"max_exp_avg_sq": None, **present}
     problem = _check_state(step, moments, count)
     if problem:
         raise _ProblemError(problem)
     return StateFile(
         step=step,
-        exp_avg=moments["exp_avg"],
-        exp_avg_sq=moments["exp_avg_sq"],
+        exp_avg=present["exp_avg"],
+        exp_avg_sq=present["exp_avg_sq"],
         max_exp_avg_sq=moments["max_exp_avg_sq"],
         names=names,
         variant=file_variant,
