@@ -8,7 +8,7 @@ docs/numerics.md lists the steps.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +22,7 @@ class Config:
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
-    partial: float = 0.125
+    partial: float | Callable[[int], float] = 0.125  # a number or a schedule of the 1-based t
     weight_decay: float = 0.0
     decoupled_weight_decay: bool = False
     amsgrad: bool = True
@@ -54,6 +54,7 @@ def oracle_trajectory(
         flat_grad = grad.reshape(-1).tolist()
         bc1 = 1.0 - c.b1**t
         bc2 = 1.0 - c.b2**t
+        p = float(c.partial(t)) if callable(c.partial) else c.partial
         for i in range(n):
             g = flat_grad[i]
             if c.maximize:
@@ -66,15 +67,15 @@ def oracle_trajectory(
             v[i] = c.b2 * v[i] + (1.0 - c.b2) * (g.real**2 + g.imag**2)
             if c.variant == "reference":
                 v_hat[i] = max(v_hat[i], v[i]) if c.amsgrad else v[i]
-                denominator = (math.sqrt(v_hat[i]) + c.eps) ** (2.0 * c.partial)
+                denominator = (math.sqrt(v_hat[i]) + c.eps) ** (2.0 * p)
                 theta[i] = theta[i] - c.lr * math.sqrt(bc2) / bc1 * m[i] / denominator
             elif c.variant == "torch":
                 v_hat[i] = max(v_hat[i], v[i]) if c.amsgrad else v[i]
-                denominator = (v_hat[i] / bc2) ** c.partial + c.eps
+                denominator = (v_hat[i] / bc2) ** p + c.eps
                 theta[i] = theta[i] - c.lr / bc1 * m[i] / denominator
             elif c.variant == "optax":
                 v_hat[i] = max(v_hat[i], v[i] / bc2) if c.amsgrad else v[i] / bc2
-                denominator = v_hat[i] ** c.partial + c.eps
+                denominator = v_hat[i] ** p + c.eps
                 theta[i] = theta[i] - c.lr * (m[i] / bc1) / denominator
             else:
                 raise ValueError(c.variant)
