@@ -318,8 +318,11 @@ def _finite_bits(dtype: np.dtype) -> tuple[np.dtype, int, int] | None:
 
 
 def _array_all_finite(array: Any) -> bool:
-    """One array, through its own namespace (any array API array; integers are finite)."""
+    """One array, through its own namespace (any array API array; integers are finite, but
+    for NumPy ``uint16``/``int16``, read as bfloat16 bits)."""
     if isinstance(array, np.ndarray):
+        if array.dtype in _BITS16:  # bfloat16 bits, as on the compiled path
+            return bool(((array.view(np.uint16) & 0x7FFF) < 0x7F80).all())
         if array.dtype.kind in "biu":
             return True
         return bool(np.isfinite(array).all())
