@@ -146,8 +146,8 @@ def update(
     if skip_nonfinite:
         leaves: list[Any] = []
         map_collection(leaves.append, grads)
-        finite = all_finite(leaves, xp=array_namespace(*leaves) if leaves else None)
-        if not is_traced(finite):
+        finite = all_finite(leaves, xp=array_namespace(*leaves)) if leaves else True
+        if finite is True or not is_traced(finite):
             if not bool(finite):
                 return params, state
             skip_nonfinite = False  # checked: a plain step follows

@@ -177,7 +177,7 @@ class Padam:
         for flag, value in (("check_finite", check_finite), ("skip_nonfinite", skip_nonfinite)):
             if not isinstance(value, bool):
                 raise ValueError(f"Invalid {flag} value: {value!r} (expected True or False)")
-        if fused not in (None, True, False):
+        if fused is not None and not isinstance(fused, bool):
             raise ValueError(f"Invalid fused value: {fused!r} (expected None, True or False)")
         if isinstance(params, Mapping):
             self._names = [str(name) for name in params]

@@ -505,3 +505,10 @@ def test_all_finite_other_namespaces_fall_back() -> None:
     torch = pytest.importorskip("torch")
     assert fused_cpu.all_finite([torch.ones(3), np.ones(2)]) is True
     assert fused_cpu.all_finite([torch.tensor([1.0, float("inf")])]) is False
+
+
+def test_functional_guard_on_an_empty_collection_and_fused_flag_type() -> None:
+    params, state = padam_core.update([], padam_core.init([]), [], skip_nonfinite=True)
+    assert params == [] and state.count == 1
+    with pytest.raises(ValueError, match="Invalid fused value"):
+        padam_core.Padam(make_params(), fused=1)
