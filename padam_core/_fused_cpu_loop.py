@@ -388,3 +388,47 @@ def multi_tensor_kernel_serial(
             _pointer(addresses[k, 4], s), chunks[c, 1], chunks[c, 2], s,
             variant_tag, mode_tag, flag_tag, kind_tag,
         )  # fmt: skip
+
+
+# ---- the non-finite guard: is every element of many arrays finite? ----------------------
+
+
+@_jit()
+def data_address(a):
+    """The data address of one array (see :func:`addresses`)."""
+    return _data_address(a)
+
+
+@_jit()
+def _largest_magnitude(bits, start, stop, mask):
+    """max(bits[i] & mask) over [start, stop): the largest magnitude, as unsigned bits.
+
+    An unsigned max reduction (no floating-point compare, no branch), so it vectorises; an
+    element is inf or NaN exactly when its magnitude bits reach the all-ones exponent.
+    """
+    largest = mask ^ mask  # 0 of the bits' type
+    for i in range(start, stop):
+        magnitude = bits[i] & mask
+        largest = magnitude if magnitude > largest else largest
+    return largest
+
+
+@_jit(parallel=True)
+def all_finite_kernel(addresses, chunks, like, mask, limit):
+    """Whether every element (unsigned bits of ``like``'s type) has ``bits & mask < limit``;
+    addresses[k] is array k's data, chunks[c] = (k, start, stop) as in the step kernel."""
+    largest = np.zeros(chunks.shape[0], dtype=like.dtype)
+    for c in numba.prange(chunks.shape[0]):
+        bits = _pointer(addresses[chunks[c, 0]], like)
+        largest[c] = _largest_magnitude(bits, chunks[c, 1], chunks[c, 2], mask)
+    return largest.max() < limit
+
+
+@_jit()
+def all_finite_kernel_serial(addresses, chunks, like, mask, limit):
+    """:func:`all_finite_kernel` on the calling thread (stops at the first non-finite chunk)."""
+    for c in range(chunks.shape[0]):
+        bits = _pointer(addresses[chunks[c, 0]], like)
+        if _largest_magnitude(bits, chunks[c, 1], chunks[c, 2], mask) >= limit:
+            return False
+    return True

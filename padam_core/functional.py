@@ -12,6 +12,18 @@ and torch tensors.
 >>> params, state = padam_core.update(grads, state, params, lr=0.1)
 >>> state.count
 1
+
+``partial`` may be a schedule of the step count (evaluated at ``state.count + 1``, a traced
+count under ``jit`` included), and ``skip_nonfinite=True`` returns the inputs unchanged when a
+gradient holds NaN or inf (the caller counts skips: the step count did not move):
+
+>>> from padam_core import schedules
+>>> bad = {"w": np.full(3, np.nan), "b": np.asarray(1.0)}
+>>> same_params, same_state = padam_core.update(
+...     bad, state, params, lr=0.1, partial=schedules.linear(0.5, 0.125, steps=100),
+...     skip_nonfinite=True)
+>>> same_state.count, same_params is params
+(1, True)
 """
 
 from __future__ import annotations
@@ -21,8 +33,10 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from padam_core.hyperparameters import validate_hyperparameters
+from padam_core.guard import all_finite
+from padam_core.hyperparameters import DEFAULT_PARTIAL, is_traced, validate_hyperparameters
 from padam_core.kernel import compute_dtype, padam_step
+from padam_core.schedules import evaluate_partial, validate_partial
 
 __all__ = ["PadamState", "init", "map_collection", "update", "zeros_state_like"]
 
@@ -89,6 +103,7 @@ def update(
     params: Collection,
     *,
     validate: bool = True,
+    skip_nonfinite: bool = False,
     **hyperparameters: Any,
 ) -> tuple[Collection, PadamState]:
     """One Padam step on every array; returns ``(new_params, new_state)``.
@@ -97,14 +112,45 @@ def update(
     ``b1``, ``b2``, ``eps``, ``partial``, ``weight_decay``, ``decoupled_weight_decay``,
     ``amsgrad``, ``maximize``, ``variant``). ``amsgrad`` defaults to whether the state holds a
     running max. Python values are validated first unless ``validate=False``.
+
+    ``partial`` may also be a schedule of :mod:`padam_core.schedules` or any callable of the
+    1-based step count, evaluated at ``state.count + 1``: on a Python count it gives a Python
+    float (the square-root fast paths apply at 1/2, 1/4, 1/8, 1/16), on an array count (traced
+    under ``jit``) a 0-d array (no recompilation as p changes). A concrete value outside
+    [0, 1/2] raises ``ValueError`` naming the step (unless ``validate=False``).
+
+    ``skip_nonfinite=True``: when any gradient holds NaN or inf, ``(params, state)`` come back
+    unchanged (the same objects on a concrete check; under ``jit``, every array and the count
+    selected with ``where``, bitwise the old values). The state holds no skip counter (that
+    would change :class:`PadamState`): a skipped step is one whose count did not move, or
+    count :func:`padam_core.all_finite` of the gradients yourself.
     """
+    if not isinstance(skip_nonfinite, bool):
+        raise ValueError(
+            f"Invalid skip_nonfinite value: {skip_nonfinite!r} (expected True or False)"
+        )
     hyperparameters.setdefault("amsgrad", state.max_exp_avg_sq is not None)
+    partial = hyperparameters.pop("partial", DEFAULT_PARTIAL)
     if validate:
         validate_hyperparameters(**hyperparameters)
+        validate_partial(partial)
     amsgrad = hyperparameters["amsgrad"]
     if amsgrad and state.max_exp_avg_sq is None:
         raise ValueError("amsgrad=True but the state was created with init(..., amsgrad=False)")
     count = state.count + 1
+    if not validate and callable(partial) and not hasattr(partial, "dtype"):
+        partial = partial(count)  # no range check, no host read of an array value
+    else:
+        partial = evaluate_partial(partial, count)  # range-checked when concrete
+    hyperparameters["partial"] = partial
+    if skip_nonfinite:
+        leaves: list[Any] = []
+        map_collection(leaves.append, grads)
+        finite = all_finite(leaves, xp=array_namespace(*leaves)) if leaves else True
+        if finite is True or not is_traced(finite):
+            if not bool(finite):
+                return params, state
+            skip_nonfinite = False  # checked: a plain step follows
     max_sq = state.max_exp_avg_sq if amsgrad else map_collection(lambda _: None, params)
 
     results = map_collection(
@@ -128,4 +174,22 @@ def update(
         exp_avg_sq=field("exp_avg_sq"),
         max_exp_avg_sq=field("max_exp_avg_sq") if amsgrad else state.max_exp_avg_sq,
     )
-    return field("param"), new_state
+    new_params = field("param")
+    if skip_nonfinite:  # traced: select, no host sync (where(False, new, old) is old, bitwise)
+        xp = array_namespace(finite)
+
+        def keep(new: Any, old: Any) -> Any:
+            return xp.where(finite, new, old)
+
+        new_params = map_collection(keep, new_params, params)
+        new_state = PadamState(
+            count=xp.where(finite, xp.asarray(count), xp.asarray(state.count)),
+            exp_avg=map_collection(keep, new_state.exp_avg, state.exp_avg),
+            exp_avg_sq=map_collection(keep, new_state.exp_avg_sq, state.exp_avg_sq),
+            max_exp_avg_sq=(
+                map_collection(keep, new_state.max_exp_avg_sq, state.max_exp_avg_sq)
+                if amsgrad
+                else state.max_exp_avg_sq
+            ),
+        )
+    return new_params, new_state

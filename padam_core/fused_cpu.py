@@ -30,10 +30,11 @@ Available only when numba is installed (``pip install padam[fast]``); :func:`ava
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from padam_core.hyperparameters import DEFAULT_VARIANT
 from padam_core.kernel import SQRT_CHAIN_LENGTHS, bias_correction
@@ -41,6 +42,7 @@ from padam_core.kernel import SQRT_CHAIN_LENGTHS, bias_correction
 __all__ = [
     "CHUNK",
     "POW_GENERAL",
+    "all_finite",
     "available",
     "multi_tensor_step",
     "padam_step_inplace",
@@ -286,3 +288,94 @@ def padam_step_inplace(
         decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
         variant=variant,
     )  # fmt: skip
+
+
+# ---- the non-finite guard ---------------------------------------------------------------
+
+_U16, _U32, _U64 = np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64)
+# dtype -> (unsigned type of one real element, magnitude mask, smallest non-finite magnitude):
+# an element is inf or NaN exactly when (bits & mask) >= limit (the exponent all ones).
+_F16_BITS = (_U16, 0x7FFF, 0x7C00)
+_BF16_BITS = (_U16, 0x7FFF, 0x7F80)
+_F32_BITS = (_U32, 0x7FFF_FFFF, 0x7F80_0000)
+_F64_BITS = (_U64, 0x7FFF_FFFF_FFFF_FFFF, 0x7FF0_0000_0000_0000)
+_FINITE_BITS: dict[np.dtype, tuple[np.dtype, int, int]] = {
+    np.dtype(np.float16): _F16_BITS,
+    np.dtype(np.uint16): _BF16_BITS,  # bit views of bfloat16, as in multi_tensor_step
+    np.dtype(np.int16): _BF16_BITS,
+    np.dtype(np.float32): _F32_BITS,
+    np.dtype(np.complex64): _F32_BITS,  # two float32 per element
+    np.dtype(np.float64): _F64_BITS,
+    np.dtype(np.complex128): _F64_BITS,
+}
+
+
+def _finite_bits(dtype: np.dtype) -> tuple[np.dtype, int, int] | None:
+    spec = _FINITE_BITS.get(dtype)
+    if spec is None and dtype.name == "bfloat16":  # ml_dtypes
+        return _BF16_BITS
+    return spec
+
+
+def _array_all_finite(array: Any) -> bool:
+    """One array, through its own namespace (any array API array; integers are finite, but
+    for NumPy ``uint16``/``int16``, read as bfloat16 bits)."""
+    if isinstance(array, np.ndarray):
+        if array.dtype in _BITS16:  # bfloat16 bits, as on the compiled path
+            return bool(((array.view(np.uint16) & 0x7FFF) < 0x7F80).all())
+        if array.dtype.kind in "biu":
+            return True
+        return bool(np.isfinite(array).all())
+    xp = array_namespace(array)
+    if xp.isdtype(array.dtype, ("bool", "integral")):
+        return True
+    return bool(xp.all(xp.isfinite(array)))
+
+
+def all_finite(arrays: Iterable[Any]) -> bool:
+    """Whether every element of every array is finite (True for no arrays, or empty ones).
+
+    The non-finite guard's check (``skip_nonfinite=True``), compiled: contiguous NumPy arrays of
+    float16, bfloat16 (``ml_dtypes``, or ``uint16``/``int16`` bit views as in
+    :func:`multi_tensor_step`: those are read as bfloat16 bits), float32, float64, complex64 and
+    complex128 are read once, as unsigned bits, in one parallel compiled reduction per element
+    width, with no temporaries. Other arrays (non-contiguous, other integer or bool dtypes,
+    CuPy/torch/JAX arrays) and every array where numba is missing go through their namespace's
+    ``isfinite`` (:func:`padam_core.all_finite`'s test). Only reads: arrays may be read-only.
+    """
+    arrays = list(arrays)  # keeps every array alive while the kernel reads it by address
+    # unsigned type -> (mask, limit, addresses, sizes in elements of that type)
+    groups: dict[tuple[np.dtype, int, int], tuple[list[int], list[int]]] = {}
+    fast = available()
+    ndarray = np.ndarray
+    for array in arrays:
+        spec = _finite_bits(array.dtype) if fast and isinstance(array, ndarray) else None
+        if spec is None or not (array.flags.c_contiguous and array.flags.aligned):
+            if not _array_all_finite(array):
+                return False
+            continue
+        size = array.size
+        if not size:
+            continue
+        if array.dtype.itemsize == 2:
+            array = array.view(np.uint16)  # numba types neither float16 nor bfloat16 here
+        elif array.dtype.kind == "c":
+            size *= 2
+        addresses, sizes = groups.setdefault(spec, ([], []))
+        addresses.append(_loop.data_address(array))
+        sizes.append(size)
+    for (unsigned, mask, limit), (address_list, size_list) in groups.items():
+        addresses = np.array(address_list, dtype=np.int64)
+        sizes = np.array(size_list, dtype=np.int64)
+        per_array = -(-sizes // CHUNK)
+        owner = np.repeat(np.arange(len(address_list), dtype=np.int64), per_array)
+        first_chunk = np.cumsum(per_array) - per_array
+        start = (np.arange(owner.size, dtype=np.int64) - first_chunk[owner]) * CHUNK
+        chunks = np.stack([owner, start, np.minimum(start + CHUNK, sizes[owner])], axis=1)
+        parallel = len(chunks) >= _loop.numba.get_num_threads()
+        kernel = _loop.all_finite_kernel if parallel else _loop.all_finite_kernel_serial
+        typed = unsigned.type
+        if not kernel(addresses, chunks, np.empty(0, unsigned), typed(mask), typed(limit)):
+            return False
+    del arrays
+    return True

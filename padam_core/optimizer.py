@@ -9,6 +9,16 @@
 (1, True)
 >>> optimizer.save("/tmp/padam_state.npz")  # no pickle: npz or .safetensors
 >>> Padam(weights, lr=0.1).load("/tmp/padam_state.npz")
+
+``partial`` may be a schedule of the step count, and ``skip_nonfinite=True`` skips (and counts)
+a step whose gradients hold NaN or inf:
+
+>>> from padam_core import schedules
+>>> optimizer = Padam(weights, partial=schedules.linear(0.5, 0.125, steps=100),
+...                   skip_nonfinite=True)
+>>> optimizer.step({"w": np.full(3, np.nan), "b": np.asarray(1.0)})
+>>> optimizer.count, optimizer.skipped_steps
+(0, 1)
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from array_api_compat import array_namespace, device
 from padam_core import fused_cpu
 from padam_core.checkpoint import load_arrays, save_arrays
 from padam_core.functional import PadamState, init
+from padam_core.guard import all_finite
 from padam_core.hyperparameters import (
     DEFAULT_B1,
     DEFAULT_B2,
@@ -32,9 +43,17 @@ from padam_core.hyperparameters import (
     DEFAULT_PARTIAL,
     DEFAULT_VARIANT,
     DEFAULT_WEIGHT_DECAY,
+    check_number,
     validate_hyperparameters,
 )
 from padam_core.kernel import padam_step
+from padam_core.schedules import (
+    PartialLike,
+    Schedule,
+    evaluate_partial,
+    from_config,
+    validate_partial,
+)
 from padam_core.state_file import TensorSpec, read_state_file, write_state_file
 
 __all__ = ["Padam"]
@@ -42,6 +61,40 @@ __all__ = ["Padam"]
 _FORMAT = "padam_core.Padam"
 _FORMAT_VERSION = "1"
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_WRITER = "padam_core.Padam"
+
+
+def _saved_partial(partial: Any) -> Any:
+    """``partial`` as saved: a number, or a built-in schedule's config; a plain callable has no
+    config to save and is refused (before anything is written)."""
+    if isinstance(partial, Schedule):
+        return partial.get_config()
+    if callable(partial):
+        raise ValueError(
+            f"Cannot save a Padam whose partial is a plain callable ({partial!r}): it cannot be "
+            "stored in a file. Use a schedule from padam_core.schedules (constant, linear, "
+            "cosine, piecewise), which saves as its config."
+        )
+    return float(partial)
+
+
+def _loaded_partial(saved: Any, where: str) -> Any:
+    """The ``partial`` a file recorded: a Schedule rebuilt from its config, else None (the
+    optimizer keeps its own number). ``ValueError`` for a config that does not rebuild."""
+    if isinstance(saved, Mapping):
+        try:
+            return from_config(saved)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+    return None
+
+
+def _check_skipped(value: Any, where: str) -> int:
+    """A recorded ``skipped_steps``: a whole number >= 0."""
+    array = np.asarray(value)
+    if array.shape != () or array.dtype.kind not in "iu" or int(array) < 0:
+        raise ValueError(f"{where}: invalid skipped_steps {value!r} (expected an integer >= 0)")
+    return int(array)
 
 
 def _to_host(array: Any) -> np.ndarray:
@@ -74,6 +127,17 @@ class Padam:
     ``check_finite=True`` (default) a gradient holding NaN or Inf is rejected before anything
     changes; set it to False to save that pass over the gradients.
 
+    ``partial`` is a number in [0, 1/2], a schedule of :mod:`padam_core.schedules`, or any
+    callable of the 1-based step count t, evaluated on the host before each step (so a value
+    of 1/2, 1/4, 1/8, 1/16 or 0 takes the square-root fast paths, fused or not); a value
+    outside [0, 1/2] raises ``ValueError`` naming the step, with nothing changed.
+
+    ``skip_nonfinite=True`` (default False) replaces the ``check_finite`` error by the
+    non-finite guard: a step whose gradients hold any NaN or inf changes nothing (parameters,
+    moments and :attr:`count` stay bitwise as they were) and adds one to
+    :attr:`skipped_steps`. The check is one read of the gradients (compiled,
+    :func:`padam_core.fused_cpu.all_finite`, unless ``fused=False``).
+
     ``fused=None`` (default) takes the numba-compiled in-place path of
     :mod:`padam_core.fused_cpu` where it applies (numba installed, contiguous NumPy float32/float64
     arrays, or float16/bfloat16 ones with float32 state), all of them in one compiled call, and
@@ -92,7 +156,7 @@ class Padam:
         b1: float = DEFAULT_B1,
         b2: float = DEFAULT_B2,
         eps: float = DEFAULT_EPS,
-        partial: float = DEFAULT_PARTIAL,
+        partial: PartialLike = DEFAULT_PARTIAL,
         weight_decay: float = DEFAULT_WEIGHT_DECAY,
         decoupled_weight_decay: bool = False,
         amsgrad: bool = True,
@@ -100,13 +164,21 @@ class Padam:
         variant: str = DEFAULT_VARIANT,
         check_finite: bool = True,
         fused: bool | None = None,
+        skip_nonfinite: bool = False,
     ) -> None:
         self.hyperparameters: dict[str, Any] = dict(
             b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
             variant=variant,
         )  # fmt: skip
-        validate_hyperparameters(**self.hyperparameters, **({} if callable(lr) else {"lr": lr}))
+        self._validate_hyperparameters()
+        if not callable(lr):
+            validate_hyperparameters(lr=lr)
+        for flag, value in (("check_finite", check_finite), ("skip_nonfinite", skip_nonfinite)):
+            if not isinstance(value, bool):
+                raise ValueError(f"Invalid {flag} value: {value!r} (expected True or False)")
+        if fused is not None and not isinstance(fused, bool):
+            raise ValueError(f"Invalid fused value: {fused!r} (expected None, True or False)")
         if isinstance(params, Mapping):
             self._names = [str(name) for name in params]
             self._params = dict(params)
@@ -135,7 +207,17 @@ class Padam:
         self.lr = lr
         self.check_finite = check_finite
         self.fused = fused
+        self.skip_nonfinite = skip_nonfinite
+        #: Steps skipped by the non-finite guard (``skip_nonfinite=True``); saved with the state.
+        self.skipped_steps: int = 0
         self.state: PadamState = init(self._params, amsgrad=amsgrad)
+
+    def _validate_hyperparameters(self) -> None:
+        """The public hyperparameter dict: numbers range-checked, ``partial`` a number or a
+        callable (its values are checked at each step)."""
+        numbers = {k: v for k, v in self.hyperparameters.items() if k != "partial"}
+        validate_hyperparameters(**numbers)
+        validate_partial(self.hyperparameters["partial"])
 
     @property
     def count(self) -> int:
@@ -174,22 +256,39 @@ class Padam:
                 )
             if not _is_writable(param):
                 raise ValueError(f"Parameter {name!r} is read-only; nothing was updated")
-            if self.check_finite:
+            if self.check_finite and not self.skip_nonfinite:
                 xp = array_namespace(grad)
                 if not bool(xp.all(xp.isfinite(grad))):
                     raise ValueError(f"Gradient for {name!r} holds NaN or Inf; nothing was updated")
         return {name: named[name] for name in self._names}
 
+    def _grads_finite(self, grads: Sequence[Any]) -> bool:
+        if self.fused is not False:
+            return fused_cpu.all_finite(grads)  # compiled; other arrays through their namespace
+        return all(bool(all_finite([grad])) for grad in grads)
+
     def step(self, grads: Sequence[Any] | Mapping[str, Any]) -> None:
-        """One Padam step: every parameter is updated in place from its gradient."""
+        """One Padam step: every parameter is updated in place from its gradient.
+
+        With ``skip_nonfinite=True`` a step whose gradients hold NaN or inf changes nothing but
+        :attr:`skipped_steps` (+1).
+        """
         # Everything that can fail is checked first (hyperparameters, which are a public dict,
-        # gradients, writability), and the pure kernel's results are written only once every
-        # array has its result: a step completes for every array or changes nothing.
-        validate_hyperparameters(**self.hyperparameters)
+        # gradients, writability, the schedules' values), and the pure kernel's results are
+        # written only once every array has its result: a step completes for every array or
+        # changes nothing.
+        self._validate_hyperparameters()
         named_grads = self._named_grads(grads)
         lr = self._current_lr()
         count = self.count + 1
-        amsgrad = self.hyperparameters["amsgrad"]
+        # p on the host, a Python float (t = count, 1-based): the square-root chains of the
+        # kernel and the fused loop apply whenever the value is 1/2, 1/4, 1/8 or 1/16.
+        partial = check_number(evaluate_partial(self.hyperparameters["partial"], count), "partial")
+        hyperparameters = {**self.hyperparameters, "partial": partial}
+        if self.skip_nonfinite and not self._grads_finite(list(named_grads.values())):
+            self.skipped_steps += 1  # the guard: nothing else changes
+            return
+        amsgrad = hyperparameters["amsgrad"]
         state = self.state
         fused: list[tuple[Any, ...]] = []  # (param, grad, m, v, v_hat) for one compiled call
         pure: dict[str, Any] = {}
@@ -204,15 +303,16 @@ class Padam:
             if self.fused is not False and fused_cpu.supports(param, grad, *present):
                 fused.append((param, grad, *moments))
             else:  # pure: computed now, written after the fused call (nothing written yet)
-                pure[name] = padam_step(param, grad, *moments, count, lr=lr, validate=False,
-                                        **self.hyperparameters)
+                pure[name] = padam_step(
+                    param, grad, *moments, count, lr=lr, validate=False, **hyperparameters
+                )
         if fused:
             params, fused_grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = map(
                 list, zip(*fused, strict=True)
             )
             fused_cpu.multi_tensor_step(
                 params, fused_grads, exp_avgs, exp_avg_sqs,
-                max_exp_avg_sqs if amsgrad else None, count, lr=lr, **self.hyperparameters,
+                max_exp_avg_sqs if amsgrad else None, count, lr=lr, **hyperparameters,
             )  # fmt: skip
         for name, result in pure.items():
             self._params[name][...] = result.param
@@ -224,8 +324,13 @@ class Padam:
     # ---- state, checkpoints -------------------------------------------------------------
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """The state as a flat dict of NumPy arrays: ``step`` and ``<moment>/<name>``."""
-        flat = {"step": np.asarray(self.count, dtype=np.int64)}
+        """The state as a flat dict of NumPy arrays: ``step``, ``skipped_steps`` (the guard's
+        count) and ``<moment>/<name>``. (A ``partial`` schedule is a hyperparameter: :meth:`save`
+        records it, this dict does not.)"""
+        flat = {
+            "step": np.asarray(self.count, dtype=np.int64),
+            "skipped_steps": np.asarray(self.skipped_steps, dtype=np.int64),
+        }
         for moment in _MOMENTS:
             arrays = getattr(self.state, moment)
             if arrays is not None:
@@ -233,14 +338,18 @@ class Padam:
         return flat
 
     def load_state_dict(self, flat: Mapping[str, np.ndarray]) -> None:
-        """Load what :meth:`state_dict` returned; ``ValueError`` (state untouched) on a mismatch."""
-        expected = {"step"} | {
+        """Load what :meth:`state_dict` returned; ``ValueError`` (state untouched) on a mismatch.
+
+        ``skipped_steps`` is optional (older state dicts have none: the count stays as it is).
+        """
+        expected = {"step", "skipped_steps"} | {
             f"{moment}/{name}"
             for moment in _MOMENTS
             if getattr(self.state, moment) is not None
             for name in self._names
         }
-        missing, unexpected = sorted(expected - set(flat)), sorted(set(flat) - expected)
+        missing = sorted(expected - set(flat) - {"skipped_steps"})
+        unexpected = sorted(set(flat) - expected)
         if missing or unexpected:
             raise ValueError(
                 f"Padam state does not match these parameters: missing entries {missing}, "
@@ -249,6 +358,11 @@ class Padam:
         step = np.asarray(flat["step"])
         if step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
             raise ValueError(f"Invalid 'step' entry: {step!r} (expected a non-negative integer)")
+        skipped = (
+            _check_skipped(flat["skipped_steps"], "Padam state")
+            if "skipped_steps" in flat
+            else self.skipped_steps
+        )
         loaded: dict[str, dict[str, Any]] = {}
         for moment in _MOMENTS:
             current = getattr(self.state, moment)
@@ -275,10 +389,20 @@ class Padam:
             exp_avg_sq=loaded["exp_avg_sq"],
             max_exp_avg_sq=loaded.get("max_exp_avg_sq"),
         )
+        self.skipped_steps = skipped
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state to ``path`` without pickle: a ``.safetensors`` path gets the state
-        file every adapter reads (``docs/state-format.md``), any other path ``.npz``."""
+        file every adapter reads (``docs/state-format.md``), any other path ``.npz``.
+
+        Besides the moments and the step count, both record ``skipped_steps`` and ``partial``
+        (a number, or a schedule's config) in their metadata (the state file's free-form
+        ``hyperparameters`` entry, which other readers ignore). A plain callable ``partial``
+        cannot be recorded: ``ValueError`` before anything is written; use
+        :mod:`padam_core.schedules`.
+        """
+        saved_partial = _saved_partial(self.hyperparameters["partial"])
+        recorded = {**self.hyperparameters, "partial": saved_partial}
         if str(path).endswith(".safetensors"):
             moments = {
                 moment: None if arrays is None else [_to_host(arrays[name]) for name in self._names]
@@ -289,19 +413,28 @@ class Padam:
             write_state_file(path, step=self.count, **moments, names=self._names,
                              variant=self.hyperparameters["variant"],
                              amsgrad=self.hyperparameters["amsgrad"],
-                             hyperparameters={"lr": lr, **self.hyperparameters},
-                             writer="padam_core.Padam")  # fmt: skip
+                             hyperparameters={"lr": lr, **recorded,
+                                              "skipped_steps": self.skipped_steps},
+                             writer=_WRITER)  # fmt: skip
             return
         meta = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
-            "hyperparameters": json.dumps(self.hyperparameters),
+            "hyperparameters": json.dumps(recorded),
         }
         save_arrays(path, self.state_dict(), meta)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Read a state written by :meth:`save`; a file that does not fit raises ``ValueError``
-        and leaves the optimizer as it was."""
+        and leaves the optimizer as it was.
+
+        The moments, the step count and ``skipped_steps`` are replaced; a ``partial`` schedule
+        the file recorded replaces this optimizer's ``partial`` (its position is the step
+        count, which is part of the state). Every other hyperparameter, and a ``partial``
+        the file recorded as a number, stays this optimizer's own. A state file written by
+        another framework's adapter brings moments and step count only (its recorded
+        hyperparameters are ignored, as ``docs/state-format.md`` says).
+        """
         if str(path).endswith(".safetensors"):
             specs = [TensorSpec(name, tuple(self._params[name].shape),
                                 self.state.exp_avg_sq[name].dtype, self.state.exp_avg[name].dtype)
@@ -310,12 +443,21 @@ class Padam:
                                      variant=self.hyperparameters["variant"],
                                      amsgrad=self.hyperparameters["amsgrad"])  # fmt: skip
             flat = {"step": np.asarray(loaded.step, dtype=np.int64)}
+            partial = None
+            if loaded.writer == _WRITER:  # our own file: its extras are ours to restore
+                where = f"Cannot read Padam state from '{path}'"
+                recorded = loaded.hyperparameters
+                partial = _loaded_partial(recorded.get("partial"), where)
+                if "skipped_steps" in recorded:
+                    flat["skipped_steps"] = np.asarray(
+                        _check_skipped(recorded["skipped_steps"], where), dtype=np.int64
+                    )
             for moment in _MOMENTS:
                 for name, array in zip(self._names, getattr(loaded, moment) or (), strict=False):
                     flat[f"{moment}/{name}"] = array
-            self.load_state_dict(flat)
+            self._load(flat, partial)
             return
-        expected = {"step": 8} | {
+        expected = {"step": 8, "skipped_steps": 8} | {
             f"{moment}/{name}": int(arrays[name].nbytes)
             for moment in _MOMENTS
             if (arrays := getattr(self.state, moment)) is not None
@@ -327,4 +469,18 @@ class Padam:
                 f"'{path}' is not a {_FORMAT} state file (version {_FORMAT_VERSION}): "
                 f"metadata {meta}"
             )
+        where = f"Cannot read Padam state from '{path}'"
+        try:
+            recorded = json.loads(meta.get("hyperparameters", "{}"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: malformed hyperparameters ({error})") from None
+        recorded_partial = recorded.get("partial") if isinstance(recorded, dict) else None
+        partial = _loaded_partial(recorded_partial, where)
+        self._load(flat, partial)
+
+    def _load(self, flat: Mapping[str, np.ndarray], partial: Schedule | None) -> None:
+        """load_state_dict (which checks everything before it assigns), then the schedule
+        (already rebuilt: nothing left to fail)."""
         self.load_state_dict(flat)
+        if partial is not None:
+            self.hyperparameters["partial"] = partial
