@@ -218,11 +218,11 @@ def test_guard_skips_a_nonfinite_step_bitwise_under_jit(value: float) -> None:
                       skip_nonfinite=True)  # fmt: skip
     step = jax.jit(make_step(optimizer))
     params = jax.tree.map(jnp.asarray, make_params())
-    params["w"] = params["w"].at[0, 0].set(-0.0)  # p + 0.0 would make it +0.0
     noise = make_noise(20)
     state = optimizer.init(params)
     for t in range(5):
         params, state = step(params, state, gradient(params, noise, t))
+    params["w"] = params["w"].at[0, 0].set(-0.0)  # p + 0.0 would make it +0.0
     before_params, before_state = params, state
 
     params, state = step(params, state, nan_in_one_leaf(gradient(params, noise, 5), value))
