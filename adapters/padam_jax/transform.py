@@ -80,7 +80,7 @@ def check_partial(partial: Any) -> None:
         check_hyperparameter_dtypes(partial=partial)
 
 
-def partial_at(partial: PartialLike, count: jax.Array) -> Any:
+def partial_at(partial: PartialLike | jax.Array, count: jax.Array) -> Any:
     """p for the step being taken; ``count`` is that step's 1-based t (an int32 array).
 
     A padam_core Schedule on a concrete count (outside ``jit``) is evaluated on the host, so p
