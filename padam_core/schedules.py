@@ -116,7 +116,11 @@ class Schedule(ABC):
     # its own 0-based count, one step early for a schedule of the 1-based t. Here the state is t.
     def init(self) -> Any:
         """optax protocol: the state before the first step, t = 1 (an int32 0-d array)."""
-        return np.ones((), np.int32)
+        try:  # only optax calls this, so JAX is there: a JAX array, as a jitted step returns
+            import jax.numpy as jnp  # (a NumPy one would make jit compile the step twice)
+        except ImportError:
+            return np.ones((), np.int32)
+        return jnp.ones((), jnp.int32)
 
     def update(self, state: Any, **extra_args: Any) -> Any:
         """optax protocol: the state of the next step, t + 1."""

@@ -175,6 +175,11 @@ def test_inject_hyperparams_with_a_schedule_equals_the_direct_form(name: str) ->
     direct, _ = run(padam(LR, partial=partial), params, noise, 60)
     injected_optimizer = optax.inject_hyperparams(padam)(learning_rate=LR, partial=partial)
     injected, state = run(injected_optimizer, params, noise, 60)
+    step = jax.jit(make_step(injected_optimizer))  # one compilation, as p changes
+    trained, trained_state = jax.tree.map(jnp.asarray, params), injected_optimizer.init(params)
+    for t in range(12):
+        trained, trained_state = step(trained, trained_state, gradient(trained, noise, t))
+    assert step._cache_size() == 1
     static_optimizer = optax.inject_hyperparams(padam, static_args="partial")(
         learning_rate=LR, partial=partial
     )
