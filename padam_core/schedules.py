@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 from array_api_compat import array_namespace
 
 from padam_core.hyperparameters import check_number, validate_hyperparameters
@@ -108,6 +109,23 @@ class Schedule(ABC):
 
     def __hash__(self) -> int:
         return hash(repr(self))
+
+    # optax's StatefulSchedule protocol (init / update / __call__ of a state), so that
+    # ``optax.inject_hyperparams(padam_jax.padam)(partial=schedule)`` evaluates p at the same t
+    # as ``padam_jax.padam(partial=schedule)``: inject_hyperparams calls a plain callable with
+    # its own 0-based count, one step early for a schedule of the 1-based t. Here the state is t.
+    def init(self) -> Any:
+        """optax protocol: the state before the first step, t = 1 (an int32 0-d array)."""
+        try:  # only optax calls this, so JAX is there: a JAX array, as a jitted step returns
+            import jax.numpy as jnp  # (a NumPy one would make jit compile the step twice)
+        except ImportError:
+            return np.ones((), np.int32)
+        return jnp.ones((), jnp.int32)
+
+    def update(self, state: Any, **extra_args: Any) -> Any:
+        """optax protocol: the state of the next step, t + 1."""
+        del extra_args
+        return state + 1
 
 
 class _Constant(Schedule):

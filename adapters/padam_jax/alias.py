@@ -11,7 +11,9 @@ import optax
 
 import padam_core
 from padam_core.hyperparameters import is_traced
-from padam_jax.transform import _scale_by_padam, check_hyperparameter_dtypes
+from padam_core.schedules import PartialLike
+from padam_jax.guard import check_skip_nonfinite, skip_nonfinite_steps
+from padam_jax.transform import _scale_by_padam, check_hyperparameter_dtypes, check_partial
 
 __all__ = ["padam"]
 
@@ -23,7 +25,7 @@ def padam(
     b1: float | jax.Array = padam_core.DEFAULT_B1,
     b2: float | jax.Array = padam_core.DEFAULT_B2,
     eps: float | jax.Array = padam_core.DEFAULT_EPS,
-    partial: float | jax.Array = padam_core.DEFAULT_PARTIAL,
+    partial: PartialLike | jax.Array = padam_core.DEFAULT_PARTIAL,
     weight_decay: ScalarOrSchedule = padam_core.DEFAULT_WEIGHT_DECAY,
     *,
     decoupled_weight_decay: bool = False,
@@ -32,6 +34,7 @@ def padam(
     variant: str = padam_core.DEFAULT_VARIANT,
     mu_dtype: Any | None = None,
     mask: Any | Callable[[optax.Params], Any] | None = None,
+    skip_nonfinite: bool = False,
 ) -> optax.GradientTransformation:
     r"""Padam: AMSGrad with the denominator raised to a partial power p in [0, 1/2].
 
@@ -56,7 +59,7 @@ def padam(
     alpha       ``learning_rate``           step size (a float or an optax schedule)
     b1, b2      ``b1, b2``                  decay rates of the moments
     eps         ``eps``                     added to the denominator
-    p           ``partial``                 partial power in [0, 1/2]; 1/2 is AMSGrad
+    p           ``partial``                 partial power in [0, 1/2] (or a schedule of t)
     lambda      ``weight_decay``            weight decay (a float or a schedule)
     ==========  ==========================  ==============================================
 
@@ -69,7 +72,11 @@ def padam(
       b1: decay rate of the first moment.
       b2: decay rate of the second moment.
       eps: term added to the denominator.
-      partial: the partial power p (the paper's 1/8 by default).
+      partial: the partial power p (the paper's 1/8 by default): a number, a
+        :mod:`padam_core.schedules` schedule (``linear(0.5, 0.125, steps=1000)``) or any
+        callable of **the 1-based step count t** (``count + 1``, the step being taken; optax's
+        own schedules, e.g. the learning rate's, take the 0-based ``count``). Evaluated inside
+        ``update``, on the traced count under ``jit`` (no recompilation as p changes).
       weight_decay: lambda; 0 disables it.
       decoupled_weight_decay: AdamW-style decay instead of L2 in the gradient.
       amsgrad: keep the running max of v (Padam's default); ``False`` gives Adam's denominator.
@@ -78,13 +85,20 @@ def padam(
       mu_dtype: dtype of the stored first moment (see :func:`scale_by_padam`).
       mask: a pytree of booleans (or a function of the parameters returning one) saying which
         parameters get weight decay, as in ``optax.adamw``.
+      skip_nonfinite: when a gradient leaf holds a NaN or inf, skip the step: the updates are
+        -0.0 (``optax.apply_updates`` leaves the parameters bitwise unchanged), every state in
+        the chain stays as it was, and :func:`padam_jax.skipped_steps` goes up by one. The
+        state is then a :class:`padam_jax.SkipNonfiniteState` around the chain's.
 
     Returns:
       An ``optax.GradientTransformation``. ``optax.inject_hyperparams(padam)(...)`` makes the
       numeric arguments (learning rate, partial, betas, eps, weight decay) part of the state, so
       they can change during training. They are then arrays, so they are not range-checked;
       with 16-bit parameters pass ``hyperparam_dtype=jnp.float32`` (16-bit hyperparameters
-      are refused: b2 = 0.999 rounds to 1.0 in bfloat16).
+      are refused: b2 = 0.999 rounds to 1.0 in bfloat16). A padam_core schedule given to
+      ``inject_hyperparams`` as ``partial`` keeps t 1-based (it is an optax stateful schedule
+      whose state is t); a plain callable is an optax schedule there, called with optax's
+      0-based count: pass ``static_args="partial"`` to hand it to padam as a 1-based schedule.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -109,6 +123,8 @@ def padam(
         checked["weight_decay"] = weight_decay
     padam_core.validate_hyperparameters(names={"lr": "learning_rate"}, **checked)
     check_hyperparameter_dtypes(learning_rate=learning_rate, weight_decay=weight_decay)
+    check_partial(partial)
+    check_skip_nonfinite(skip_nonfinite)
 
     transforms = []
     if maximize:
@@ -136,7 +152,10 @@ def padam(
         # (docs/numerics.md).
         transforms.append(decay)
     transforms.append(optax.scale_by_learning_rate(learning_rate))
-    return _in_gradient_dtype(optax.chain(*transforms))
+    optimizer = _in_gradient_dtype(optax.chain(*transforms))
+    # The guard wraps the whole chain: it sees the final updates (a -0.0 it wrote before the
+    # scale by -learning_rate would come out +0.0) and every link's state.
+    return skip_nonfinite_steps(optimizer) if skip_nonfinite else optimizer
 
 
 def _is_zero(value: Any) -> bool:

@@ -14,6 +14,9 @@ import jax.numpy as jnp
 import optax
 
 import padam_core
+from padam_core.hyperparameters import is_traced
+from padam_core.schedules import PartialLike, Schedule, evaluate_partial, validate_partial
+from padam_jax.guard import check_skip_nonfinite, skip_nonfinite_steps
 
 __all__ = ["ScaleByPadamState", "scale_by_padam"]
 
@@ -21,7 +24,7 @@ __all__ = ["ScaleByPadamState", "scale_by_padam"]
 # which padam_jax.padam sets to False so that a 16-bit update is rounded once, after the lr).
 
 # The core's argument names are optax's (b1, b2, eps, partial); only mu_dtype is new here.
-_CHECKED_NAMES = {"b1": "b1", "b2": "b2", "eps": "eps", "partial": "partial"}
+_CHECKED_NAMES = {"b1": "b1", "b2": "b2", "eps": "eps"}
 
 
 class ScaleByPadamState(NamedTuple):
@@ -65,27 +68,61 @@ def _leaf_name(path: Any) -> str:
     return jax.tree_util.keystr(path) or "<root>"
 
 
+def is_schedule(partial: Any) -> bool:
+    """A callable ``partial`` (a schedule), as opposed to a number or an array."""
+    return callable(partial) and not hasattr(partial, "dtype")
+
+
+def check_partial(partial: Any) -> None:
+    """A number in [0, 1/2], an array, or a callable of t (``ValueError`` otherwise)."""
+    validate_partial(partial, "partial")
+    if not is_schedule(partial):
+        check_hyperparameter_dtypes(partial=partial)
+
+
+def partial_at(partial: PartialLike | jax.Array, count: jax.Array) -> Any:
+    """p for the step being taken; ``count`` is that step's 1-based t (an int32 array).
+
+    A padam_core Schedule on a concrete count (outside ``jit``) is evaluated on the host, so p
+    is a Python float and the kernel's square-root chains apply; a constant one always is.
+    Under ``jit`` the schedule runs on the traced count: p changes without a recompilation.
+    Any other callable gets the count as optax hands counts to its schedules (an int32 array).
+    A concrete value outside [0, 1/2] raises ``ValueError`` naming the step.
+    """
+    if not is_schedule(partial):
+        return partial
+    if isinstance(partial, Schedule):
+        if partial.kind == "constant":
+            return partial(1)
+        if not is_traced(count):
+            return evaluate_partial(partial, int(count))
+    return evaluate_partial(partial, count, xp=jnp)
+
+
 def scale_by_padam(
     b1: float | jax.Array = padam_core.DEFAULT_B1,
     b2: float | jax.Array = padam_core.DEFAULT_B2,
     eps: float | jax.Array = padam_core.DEFAULT_EPS,
-    partial: float | jax.Array = padam_core.DEFAULT_PARTIAL,
+    partial: PartialLike | jax.Array = padam_core.DEFAULT_PARTIAL,
     *,
     amsgrad: bool = True,
     variant: str = padam_core.DEFAULT_VARIANT,
     mu_dtype: Any | None = None,
+    skip_nonfinite: bool = False,
 ) -> optax.GradientTransformation:
-    return _scale_by_padam(
+    check_skip_nonfinite(skip_nonfinite)
+    inner = _scale_by_padam(
         b1, b2, eps, partial, amsgrad=amsgrad, variant=variant, mu_dtype=mu_dtype,
         updates_in_grad_dtype=True,
     )  # fmt: skip
+    return skip_nonfinite_steps(inner) if skip_nonfinite else inner
 
 
 def _scale_by_padam(
     b1: float | jax.Array = padam_core.DEFAULT_B1,
     b2: float | jax.Array = padam_core.DEFAULT_B2,
     eps: float | jax.Array = padam_core.DEFAULT_EPS,
-    partial: float | jax.Array = padam_core.DEFAULT_PARTIAL,
+    partial: PartialLike | jax.Array = padam_core.DEFAULT_PARTIAL,
     *,
     amsgrad: bool = True,
     variant: str = "reference",
@@ -126,23 +163,34 @@ def _scale_by_padam(
       b1: decay rate of the first moment m.
       b2: decay rate of the second moment v.
       eps: term added to the denominator.
-      partial: the partial power p; p = 1/2 gives Adam/AMSGrad, p = 0 momentum SGD.
+      partial: the partial power p; p = 1/2 gives Adam/AMSGrad, p = 0 momentum SGD. A number,
+        an array, a :mod:`padam_core.schedules` schedule, or any callable of the step count
+        ``t`` returning p. **t is 1-based**: the count of the step being taken, ``count + 1``
+        (optax's own schedules take the 0-based ``count``; ``optax.piecewise_constant_schedule``
+        passed here would be read one step later). Evaluated inside ``update`` on the state's
+        count, so under ``jit`` p changes without a recompilation.
       amsgrad: keep the running maximum ``nu_max`` (Padam's default).
       variant: ``"reference"``, ``"torch"`` or ``"optax"``: where eps and the bias
         corrections sit (table above).
       mu_dtype: dtype of the stored first moment ``mu``; by default float32 for 16-bit
         parameters and the parameter's dtype otherwise. The update is computed in float32 for
         float16/bfloat16 gradients and returned in the gradient's dtype (optax's convention).
+      skip_nonfinite: skip a step whose gradients hold a NaN or inf: the updates are -0.0 (so
+        ``optax.apply_updates`` leaves the parameters bitwise unchanged), the state stays as it
+        was and a counter goes up (:func:`padam_jax.skipped_steps`). The state is then a
+        :class:`padam_jax.SkipNonfiniteState` around :class:`ScaleByPadamState`.
 
     Python numbers are validated here (``ValueError`` naming the argument); arrays, e.g. the
     traced values ``optax.inject_hyperparams`` passes, are not range-checked. With a Python
     ``partial`` in {1/2, 1/4, 1/8, 1/16} the power is a chain of square roots; an array
     ``partial`` (one that may change during training) uses ``pow``. float16/bfloat16
     hyperparameter arrays are refused (b2 = 0.999 is 1.0 in bfloat16): with 16-bit parameters
-    use ``optax.inject_hyperparams(padam, hyperparam_dtype=jnp.float32)``.
+    use ``optax.inject_hyperparams(padam, hyperparam_dtype=jnp.float32)``. A schedule's value
+    is range-checked at each step whose count is concrete (outside ``jit``).
 
     Returns:
-      An ``optax.GradientTransformation`` with state :class:`ScaleByPadamState`.
+      An ``optax.GradientTransformation`` with state :class:`ScaleByPadamState` (inside a
+      :class:`padam_jax.SkipNonfiniteState` with ``skip_nonfinite=True``).
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -162,11 +210,11 @@ def _scale_by_padam(
         b1=b1,
         b2=b2,
         eps=eps,
-        partial=partial,
         amsgrad=amsgrad,
         variant=variant,
     )
-    check_hyperparameter_dtypes(b1=b1, b2=b2, eps=eps, partial=partial)
+    check_partial(partial)
+    check_hyperparameter_dtypes(b1=b1, b2=b2, eps=eps)
     if isinstance(mu_dtype, jax.Array):
         # optax.inject_hyperparams treats callables (jnp.bfloat16 is one) as schedules.
         raise ValueError(
@@ -217,6 +265,7 @@ def _scale_by_padam(
                 f"(was the state initialised for other parameters?): {error}"
             ) from None
         count = optax.safe_increment(state.count)
+        p = partial_at(partial, count)  # t = count: the step being taken, 1 on the first
 
         directions, new_mus, new_nus, new_nu_maxes = [], [], [], []
         for (path, grad), mu, nu, nu_max in zip(paths_and_grads, mus, nus, nu_maxes, strict=True):
@@ -246,7 +295,7 @@ def _scale_by_padam(
                 b1=b1,
                 b2=b2,
                 eps=eps,
-                partial=partial,
+                partial=p,
                 amsgrad=amsgrad,
                 variant=variant,
                 xp=jnp,
