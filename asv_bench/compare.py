@@ -13,7 +13,9 @@ Rows: ``torch`` (padam_torch default step vs torch fused AMSGrad), ``core`` (pad
 kernel vs a compiled copy loop moving the same 36 B/element), ``power`` (p = 0.3 vs p = 1/8),
 ``jax`` (inject_hyperparams and plain padam_jax vs optax.amsgrad, jit), ``keras`` (one
 subprocess per backend, ``asv_bench/keras_step_cost.py``), ``cold`` (first fused step in a
-fresh process), ``memory`` (extra resident memory of one fused step, N = 1e7).
+fresh process), ``memory`` (extra resident memory of one fused step, N = 1e7), ``schedule``
+(a scheduled p vs a constant one) and ``guard`` (``skip_nonfinite=True`` vs off), issue 11's
+costs, on padam_torch's default step and padam_jax under jit.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 BYTES_PER_ELEMENT = 36  # float32: read theta, g, m, v, v_hat; write theta, m, v, v_hat
 HYPER = {"lr": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "partial": 0.125}
-ROWS = ("torch", "core", "power", "jax", "keras", "cold", "memory")
+ROWS = ("torch", "core", "power", "jax", "keras", "cold", "memory", "schedule", "guard")
 
 from benchmarks.shapes import RESNET18_SHAPES  # noqa: E402  (asv_bench/ is sys.path[0])
 
@@ -178,29 +180,9 @@ def power_rows(args: argparse.Namespace) -> None:
 
 
 def jax_rows(args: argparse.Namespace) -> None:
-    import jax
     import optax
 
     import padam_jax
-
-    size = 10**6
-    key = jax.random.PRNGKey(0)
-    params = {"w": jax.random.normal(key, (size,)), "b": jax.random.normal(key, (1000,))}
-    grads = jax.tree.map(lambda p: p * 0.01 + 0.001, params)
-
-    def runner(optimizer: Any) -> Callable[[], Any]:
-        state = [optimizer.init(params), params]
-
-        @jax.jit
-        def step(params, state):
-            updates, state = optimizer.update(grads, state, params)
-            return optax.apply_updates(params, updates), state
-
-        def run():
-            state[1], state[0] = step(state[1], state[0])
-            jax.block_until_ready(state[1])
-
-        return run
 
     pairs = {
         "inject_hyperparams(padam)": (
@@ -214,8 +196,66 @@ def jax_rows(args: argparse.Namespace) -> None:
         ),
     }  # fmt: skip
     for name, (ours, theirs, compared, target) in pairs.items():
-        medians = interleaved({"ours": runner(ours), "theirs": runner(theirs)}, args.repeat)
+        medians = interleaved({"ours": _jax_runner(ours), "theirs": _jax_runner(theirs)},
+                              args.repeat)  # fmt: skip
         row(f"{name}, 1e6", compared, medians["ours"], medians["theirs"], target)
+
+
+def _jax_runner(optimizer: Any, size: int = 10**6) -> Callable[[], Any]:
+    """One jitted step of ``optimizer`` on a 1e6 + 1000 parameter tree, blocking."""
+    import jax
+    import optax
+
+    key = jax.random.PRNGKey(0)
+    params = {"w": jax.random.normal(key, (size,)), "b": jax.random.normal(key, (1000,))}
+    grads = jax.tree.map(lambda p: p * 0.01 + 0.001, params)
+    state = [optimizer.init(params), params]
+
+    @jax.jit
+    def step(params, state):
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    def run():
+        state[1], state[0] = step(state[1], state[0])
+        jax.block_until_ready(state[1])
+
+    return run
+
+
+# ------------------------------------------------------------------------- issue 11's features
+
+
+def _feature_rows(args: argparse.Namespace, name: str, ours: dict, baseline: dict) -> None:
+    """padam_torch (ResNet-18's tensors) and padam_jax (jit, 1e6) with ``ours`` vs ``baseline``
+    keyword arguments."""
+    import padam_jax
+    import padam_torch
+
+    torch_ours = padam_torch.Padam(_torch_tensors(RESNET18_SHAPES), lr=1e-3, **ours)
+    torch_base = padam_torch.Padam(_torch_tensors(RESNET18_SHAPES), lr=1e-3, **baseline)
+    medians = interleaved({"ours": torch_ours.step, "base": torch_base.step}, args.repeat)
+    row(f"{name}, padam_torch default step, ResNet-18's tensors", "the same without it",
+        medians["ours"], medians["base"], "stated")  # fmt: skip
+    jax_ours = _jax_runner(padam_jax.padam(learning_rate=1e-3, **ours))
+    jax_base = _jax_runner(padam_jax.padam(learning_rate=1e-3, **baseline))
+    medians = interleaved({"ours": jax_ours, "base": jax_base}, args.repeat)
+    row(f"{name}, padam_jax.padam, jit, 1e6", "the same without it",
+        medians["ours"], medians["base"], "stated")  # fmt: skip
+
+
+def schedule_rows(args: argparse.Namespace) -> None:
+    from padam_core import schedules
+
+    # A ramp still moving (step ~10-50 of 1e6), so neither side sits on a square-root plateau
+    # while p changes: torch evaluates it on the host, JAX on the traced count.
+    _feature_rows(args, "partial = linear(0.5, 0.125, 1e6)",
+                  {"partial": schedules.linear(0.5, 0.125, steps=10**6)},
+                  {"partial": 0.3})  # fmt: skip
+
+
+def guard_rows(args: argparse.Namespace) -> None:
+    _feature_rows(args, "skip_nonfinite=True", {"skip_nonfinite": True}, {})
 
 
 # --------------------------------------------------------------------------------------- keras
@@ -383,6 +423,7 @@ def main() -> None:
     sections = {
         "torch": torch_rows, "core": core_rows, "power": power_rows, "jax": jax_rows,
         "keras": keras_rows, "cold": cold_rows, "memory": memory_rows,
+        "schedule": schedule_rows, "guard": guard_rows,
     }  # fmt: skip
     for name in args.rows.split(","):
         sections[name.strip()](args)
