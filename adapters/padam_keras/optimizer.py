@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from padam_core import (
@@ -359,10 +360,16 @@ class Padam(keras.optimizers.Optimizer):
     @partial.setter
     def partial(self, value: Any) -> None:
         value = _check_partial(value)  # a clear error, and nothing changed, for a bad value
-        variable = getattr(self, "_partial_variable", None)
-        if variable is not None and isinstance(value, float):
-            variable.assign(value)
         object.__setattr__(self, "_partial", value)
+        self._sync_partial_variable()
+
+    def _sync_partial_variable(self) -> None:
+        """Write a number p into the ``partial`` variable (a schedule leaves it alone)."""
+        variable = getattr(self, "_partial_variable", None)
+        if variable is not None and isinstance(self._partial, float):
+            # A NumPy value of the variable's dtype: a Python float would pass through float32.
+            dtype = keras.backend.standardize_dtype(variable.dtype)
+            variable.assign(np.asarray(self._partial, dtype))
 
     @property
     def skipped_steps(self) -> keras.Variable:
@@ -390,7 +397,7 @@ class Padam(keras.optimizers.Optimizer):
                 variable.assign(store[str(index)])
         else:
             super().load_own_variables(store)  # Keras's warning: nothing loaded
-        self.partial = self._partial  # the variable follows the hyperparameter
+        self._sync_partial_variable()  # the variable follows the hyperparameter
 
     def build(self, var_list: Sequence[keras.Variable]) -> None:
         """Create the slot variables ``momentum``, ``velocity`` and, with amsgrad,
@@ -420,13 +427,10 @@ class Padam(keras.optimizers.Optimizer):
             self._velocity_hats = self.add_optimizer_variables(var_list, "velocity_hat")
         # After the slots (the Adam(amsgrad=True) order above stays a prefix). p as a number:
         # float64 where the backend has it, so a float64 model sees p = 0.1, not float32(0.1).
-        number = self._partial if isinstance(self._partial, float) else 0.0
         self._partial_variable = self.add_variable(
-            shape=(),
-            initializer=keras.initializers.Constant(number),
-            dtype="float64" if _float64_variables() else "float32",
-            name="partial",
-        )
+            shape=(), dtype="float64" if _float64_variables() else "float32", name="partial"
+        )  # 0 while partial is a schedule (unused then)
+        self._sync_partial_variable()
         self._skipped_steps = self.add_variable(
             shape=(), initializer="zeros", dtype=self._iterations.dtype, name="skipped_steps",
             aggregation="only_first_replica",
