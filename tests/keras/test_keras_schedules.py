@@ -296,7 +296,8 @@ def test_a_schedule_out_of_range_raises_and_changes_nothing() -> None:
     optimizer.apply(_tensors(grads[0]), variables)
     optimizer.partial = lambda t: 0.7
     before = _snapshot(variables, optimizer)
-    with pytest.raises(ValueError, match=r"partial schedule .* at step .*0\.7 \(expected 0 <= partial <= 0\.5\)"):
+    message = r"partial schedule .* at step .*0\.7 \(expected 0 <= partial <= 0\.5\)"
+    with pytest.raises(ValueError, match=message):
         optimizer.apply(_tensors(grads[1]), variables)
     for old, new in zip(before, _snapshot(variables, optimizer), strict=True):
         np.testing.assert_array_equal(old, new)
@@ -311,3 +312,20 @@ def test_reference_run_helper_agrees_with_the_per_step_loop() -> None:
     b = reference_run(initial, grads, partial=0.125)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_store_without_the_new_trailing_variables_still_loads() -> None:
+    """A .keras store written before ``partial``/``skipped_steps`` existed (or Adam's list)."""
+    initial, grads = _problem(steps=3)
+    variables = [keras.Variable(p) for p in initial]
+    source = Padam(learning_rate=LR, partial=0.25)
+    for g in grads:
+        source.apply(_tensors(g), variables)
+    store = {str(i): _numpy(v) for i, v in enumerate(source.variables[:-2])}
+    target = Padam(learning_rate=LR, partial=0.125, skip_nonfinite=True)
+    target.build([keras.Variable(p) for p in initial])
+    target.load_own_variables(store)
+    for a, b in zip(source.variables[:-2], target.variables[:-2], strict=True):
+        np.testing.assert_array_equal(_numpy(a), _numpy(b))
+    assert float(_numpy(target._partial_variable)) == 0.125  # the config's p, not the file's
+    assert int(_numpy(target.skipped_steps)) == 0
