@@ -427,10 +427,15 @@ class Padam(keras.optimizers.Optimizer):
             self._velocity_hats = self.add_optimizer_variables(var_list, "velocity_hat")
         # After the slots (the Adam(amsgrad=True) order above stays a prefix). p as a number:
         # float64 where the backend has it, so a float64 model sees p = 0.1, not float32(0.1).
+        # Initialized with p itself (0 while partial is a schedule: unused then), not assigned
+        # after: build may run inside a traced step or a distribution scope.
+        number = self._partial if isinstance(self._partial, float) else 0.0
         self._partial_variable = self.add_variable(
-            shape=(), dtype="float64" if _float64_variables() else "float32", name="partial"
-        )  # 0 while partial is a schedule (unused then)
-        self._sync_partial_variable()
+            shape=(),
+            initializer=functools.partial(_exact_constant, number),
+            dtype="float64" if _float64_variables() else "float32",
+            name="partial",
+        )
         self._skipped_steps = self.add_variable(
             shape=(), initializer="zeros", dtype=self._iterations.dtype, name="skipped_steps",
             aggregation="only_first_replica",
@@ -713,6 +718,13 @@ class Padam(keras.optimizers.Optimizer):
             }
         )
         return config
+
+
+def _exact_constant(value: float, shape: Any, dtype: Any = None) -> Any:
+    """An initializer for ``value`` in ``dtype`` exactly (Keras's ``Constant`` goes through
+    float32: 0.1 would become 0.10000000149 in a float64 variable)."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    return ops.convert_to_tensor(np.full(shape, value, dtype=dtype), dtype=dtype)
 
 
 def _partial_for(partial: Any, variable: Any) -> Any:
