@@ -32,6 +32,7 @@ from padam_core import (
     validate_hyperparameters,
 )
 from padam_core.hyperparameters import check_number
+from padam_core.kernel import SQRT_CHAIN_LENGTHS, StepResult
 
 __all__ = ["Padam"]
 
@@ -658,7 +659,7 @@ class Padam(keras.optimizers.Optimizer):
         velocity = self._velocities[index]
         velocity_hat = self._velocity_hats[index] if self.amsgrad else None
 
-        result = _padam_step(
+        arrays = (
             _read(variable),
             _read(gradient),
             _read(momentum),
@@ -666,19 +667,46 @@ class Padam(keras.optimizers.Optimizer):
             _read(velocity_hat) if self.amsgrad else None,
             # t as a tensor: the kernel casts it to the compute dtype and takes expm1.
             _read(self.iterations + 1),
-            lr=_read(learning_rate),
-            b1=self.beta_1,
-            b2=self.beta_2,
-            eps=self.epsilon,
-            partial=_partial_for(self._current_partial, variable),
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled,
-            amsgrad=self.amsgrad,
-            maximize=self.maximize,
-            variant=self.variant,
-            xp=_kernel_namespace(),
-            validate=False,  # validated in __init__; lr is a backend tensor here
         )
+        lr = _read(learning_rate)
+
+        def kernel(partial: Any) -> tuple[Any, ...]:
+            result = _padam_step(
+                *arrays,
+                lr=lr,
+                b1=self.beta_1,
+                b2=self.beta_2,
+                eps=self.epsilon,
+                partial=partial,
+                weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled,
+                amsgrad=self.amsgrad,
+                maximize=self.maximize,
+                variant=self.variant,
+                xp=_kernel_namespace(),
+                validate=False,  # validated in __init__; lr is a backend tensor here
+            )
+            return tuple(a for a in result if a is not None)
+
+        partial = self._current_partial
+        traced_number = self._partial
+        if (
+            not isinstance(partial, float)
+            and isinstance(traced_number, float)
+            and (traced_number == 0.0 or traced_number in SQRT_CHAIN_LENGTHS)
+        ):
+            # A number p read from its variable (TensorFlow/JAX): while it still equals the
+            # value it had when this step was traced (the usual case), run the kernel with that
+            # Python float, so the square-root chain (1/8: three sqrt, not pow) applies; after
+            # an assignment, the other branch computes with the variable's value (pow).
+            outputs = ops.cond(
+                ops.equal(partial, traced_number),
+                lambda: kernel(traced_number),
+                lambda: kernel(_partial_for(partial, variable)),
+            )
+        else:
+            outputs = kernel(_partial_for(partial, variable))
+        result = StepResult(*outputs, *([None] if not self.amsgrad else []))
         self.assign(momentum, result.exp_avg)
         self.assign(velocity, result.exp_avg_sq)
         if self.amsgrad:
