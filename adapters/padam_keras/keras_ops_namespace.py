@@ -3,9 +3,11 @@
 array-api-compat covers NumPy, CuPy, torch and JAX but not TensorFlow, so on Keras's TensorFlow
 backend the optimizer passes this module as ``xp=`` to :func:`padam_core.padam_step`. It exposes
 exactly the functions the kernel's module docstring lists (``asarray``, ``astype``, ``sqrt``,
-``pow``, ``maximum``, ``expm1``, ``log``, ``real``, ``imag``, ``isdtype`` and the dtype objects)
-on top of ``keras.ops``, so it works on any Keras backend; the tests run the kernel through it on
-all three.
+``pow``, ``maximum``, ``expm1``, ``log``, ``real``, ``imag``, ``isdtype`` and the dtype objects),
+those :mod:`padam_core.schedules` uses on a tensor step count (``clip``, ``where``, ``cos``) and
+those of :func:`padam_core.all_finite` (``all``, ``isfinite``, ``logical_and``), on top of
+``keras.ops``, so it works on any Keras backend; the tests run the kernel through it on all
+three.
 
 The dtype objects are the backend's own (``tf.float32`` on TensorFlow, found by converting a
 scalar), because the kernel compares ``array.dtype == xp.float16``.
@@ -20,23 +22,28 @@ import keras
 from keras import ops
 
 __all__ = [
+    "all",
     "asarray",
     "astype",
     "bfloat16",
     "clip",
     "complex64",
     "complex128",
+    "cos",
     "expm1",
     "float16",
     "float32",
     "float64",
     "imag",
     "isdtype",
+    "isfinite",
     "log",
+    "logical_and",
     "maximum",
     "pow",
     "real",
     "sqrt",
+    "where",
 ]
 
 
@@ -124,3 +131,23 @@ def real(x: Any, /) -> Any:
 
 def imag(x: Any, /) -> Any:
     return ops.imag(x)
+
+
+def cos(x: Any, /) -> Any:
+    return ops.cos(x)
+
+
+def where(condition: Any, x1: Any, x2: Any, /) -> Any:
+    return ops.where(condition, x1, x2)
+
+
+def isfinite(x: Any, /) -> Any:
+    return ops.isfinite(x)
+
+
+def logical_and(x1: Any, x2: Any, /) -> Any:
+    return ops.logical_and(x1, x2)
+
+
+def all(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
+    return ops.all(x, axis=axis, keepdims=keepdims)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from padam_core import (
@@ -25,10 +26,13 @@ from padam_core import (
     DEFAULT_PARTIAL,
     DEFAULT_VARIANT,
     DEFAULT_WEIGHT_DECAY,
+    all_finite,
     padam_step,
+    schedules,
     validate_hyperparameters,
 )
 from padam_core.hyperparameters import check_number
+from padam_core.kernel import SQRT_CHAIN_LENGTHS, StepResult
 
 __all__ = ["Padam"]
 
@@ -138,6 +142,41 @@ def _as_hyperparameter(value: Any, name: str) -> float:
     return number
 
 
+def _check_partial(value: Any) -> float | Callable[[Any], Any]:
+    """A ``partial`` argument: a number in [0, 1/2] (as a float) or a schedule/callable of t."""
+    if callable(value) and not hasattr(value, "dtype"):
+        return value
+    number = _as_hyperparameter(value, "partial")
+    validate_hyperparameters(names=_KERAS_NAMES, partial=number)
+    return number
+
+
+def _host_step() -> bool:
+    """Whether the step count can be read on the host now: eager torch (not torch.compile, not
+    a stateless scope). TensorFlow and JAX always use the count as a tensor, so eager and
+    compiled steps compute the same thing (and a compiled step needs no host sync)."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+
+    return not (in_stateless_scope() or torch.compiler.is_compiling())
+
+
+def _float64_variables() -> bool:
+    """Whether this backend stores float64 variables (JAX only with x64 enabled)."""
+    if keras.backend.backend() != "jax":
+        return True
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
+
+
+# Padam's variables after the slots (not in Keras's Adam): a weight list or a saved store
+# without them (Adam(amsgrad=True)'s, or a file written before they existed) still loads.
+_EXTRA_VARIABLES = 2
+
+
 @keras.saving.register_keras_serializable(package="padam")
 class Padam(keras.optimizers.Optimizer):
     r"""Padam: partially adaptive momentum estimation (Chen et al., 2018).
@@ -228,11 +267,12 @@ class Padam(keras.optimizers.Optimizer):
         beta_1: float = DEFAULT_B1,
         beta_2: float = DEFAULT_B2,
         epsilon: float = DEFAULT_EPS,
-        partial: float = DEFAULT_PARTIAL,
+        partial: float | Callable[[Any], Any] = DEFAULT_PARTIAL,
         amsgrad: bool = True,
         variant: str = DEFAULT_VARIANT,
         l2_weight_decay: float = DEFAULT_WEIGHT_DECAY,
         maximize: bool = False,
+        skip_nonfinite: bool = False,
         weight_decay: float | None = None,
         clipnorm: float | None = None,
         clipvalue: float | None = None,
@@ -256,16 +296,19 @@ class Padam(keras.optimizers.Optimizer):
             "beta_1": beta_1,
             "beta_2": beta_2,
             "epsilon": epsilon,
-            "partial": partial,
             "l2_weight_decay": l2_weight_decay,
         }
         hyperparameters = {key: _as_hyperparameter(v, key) for key, v in hyperparameters.items()}
+        partial = _check_partial(partial)
+        if not isinstance(skip_nonfinite, bool):
+            raise ValueError(
+                f"Invalid skip_nonfinite value: {skip_nonfinite!r} (expected True or False)"
+            )
         validate_hyperparameters(
             names=_KERAS_NAMES,
             b1=hyperparameters["beta_1"],
             b2=hyperparameters["beta_2"],
             eps=hyperparameters["epsilon"],
-            partial=hyperparameters["partial"],
             weight_decay=hyperparameters["l2_weight_decay"],
             variant=variant,
             amsgrad=amsgrad,
@@ -299,34 +342,63 @@ class Padam(keras.optimizers.Optimizer):
         self.beta_1 = hyperparameters["beta_1"]
         self.beta_2 = hyperparameters["beta_2"]
         self.epsilon = hyperparameters["epsilon"]
-        self.partial = hyperparameters["partial"]
+        self.partial = partial
         self.l2_weight_decay = hyperparameters["l2_weight_decay"]
         self.amsgrad = amsgrad
         self.variant = variant
         self.maximize = maximize
+        self.skip_nonfinite = skip_nonfinite
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # partial selects how the power is computed (a square-root chain for 1/8...), which the
-        # JAX and TensorFlow backends compile into the step: a new value after build would be
-        # ignored there and take effect on torch. One behaviour everywhere: a clear error.
-        if name == "partial" and getattr(self, "built", False):
-            raise AttributeError(
-                "Padam.partial cannot change after the optimizer is built (its value is "
-                "compiled into the step on the JAX and TensorFlow backends); create a new "
-                "optimizer, or set it before the first step"
-            )
-        super().__setattr__(name, value)
+    @property
+    def partial(self) -> float | Callable[[Any], Any]:
+        """p: a float, or a schedule (callable of the 1-based step count ``iterations + 1``).
+
+        Assignable at any time, on every backend: a number is also kept in the non-trainable
+        variable ``partial`` that compiled train steps read (so a new value takes effect in an
+        already compiled ``fit``); see :meth:`_step_partial` for a schedule."""
+        return self._partial
+
+    @partial.setter
+    def partial(self, value: Any) -> None:
+        value = _check_partial(value)  # a clear error, and nothing changed, for a bad value
+        object.__setattr__(self, "_partial", value)
+        self._sync_partial_variable()
+
+    def _sync_partial_variable(self) -> None:
+        """Write a number p into the ``partial`` variable (a schedule leaves it alone)."""
+        variable = getattr(self, "_partial_variable", None)
+        if variable is not None and isinstance(self._partial, float):
+            # A NumPy value of the variable's dtype: a Python float would pass through float32.
+            dtype = keras.backend.standardize_dtype(variable.dtype)
+            variable.assign(np.asarray(self._partial, dtype))
+
+    @property
+    def skipped_steps(self) -> keras.Variable:
+        """How many steps ``skip_nonfinite=True`` skipped (a non-finite gradient); an integer,
+        saved with the optimizer. 0 with the guard off. Created by :meth:`build`."""
+        if not self.built:
+            raise ValueError("Padam.skipped_steps exists once the optimizer is built")
+        return self._skipped_steps
 
     def load_own_variables(self, store: Any) -> None:
         """As the base class, after checking every value first (all or nothing): the iteration
-        count is a whole number >= 0, slots are finite, ``velocity``/``velocity_hat`` >= 0."""
+        count and ``skipped_steps`` are whole numbers >= 0, slots are finite,
+        ``velocity``/``velocity_hat`` >= 0. A store without Padam's two trailing variables
+        (``partial``, ``skipped_steps``: a file saved before they existed) loads the rest.
+        ``partial`` stays the optimizer's own (the config's), like the other hyperparameters."""
         variables = self.variables
-        if len(store.keys()) == len(variables):
+        if len(store.keys()) in (len(variables), len(variables) - _EXTRA_VARIABLES):
             squares = {id(v) for v in [*self._velocities, *getattr(self, "_velocity_hats", [])]}
-            for index, variable in enumerate(variables):
+            counts = {id(self._iterations), id(self._skipped_steps)}
+            loaded = variables[: len(store.keys())]
+            for index, variable in enumerate(loaded):
                 _check_loaded(variable, store[str(index)], square=id(variable) in squares,
-                              count=variable is self._iterations)  # fmt: skip
-        super().load_own_variables(store)
+                              count=id(variable) in counts)  # fmt: skip
+            for index, variable in enumerate(loaded):
+                variable.assign(store[str(index)])
+        else:
+            super().load_own_variables(store)  # Keras's warning: nothing loaded
+        self._sync_partial_variable()  # the variable follows the hyperparameter
 
     def build(self, var_list: Sequence[keras.Variable]) -> None:
         """Create the slot variables ``momentum``, ``velocity`` and, with amsgrad,
@@ -354,6 +426,21 @@ class Padam(keras.optimizers.Optimizer):
         )
         if self.amsgrad:
             self._velocity_hats = self.add_optimizer_variables(var_list, "velocity_hat")
+        # After the slots (the Adam(amsgrad=True) order above stays a prefix). p as a number:
+        # float64 where the backend has it, so a float64 model sees p = 0.1, not float32(0.1).
+        # Initialized with p itself (0 while partial is a schedule: unused then), not assigned
+        # after: build may run inside a traced step or a distribution scope.
+        number = self._partial if isinstance(self._partial, float) else 0.0
+        self._partial_variable = self.add_variable(
+            shape=(),
+            initializer=functools.partial(_exact_constant, number),
+            dtype="float64" if _float64_variables() else "float32",
+            name="partial",
+        )
+        self._skipped_steps = self.add_variable(
+            shape=(), initializer="zeros", dtype=self._iterations.dtype, name="skipped_steps",
+            aggregation="only_first_replica",
+        )  # fmt: skip
 
     def add_variable_from_reference(
         self, reference_variable: Any, name: str | None = None, initializer: Any = "zeros"
@@ -397,7 +484,114 @@ class Padam(keras.optimizers.Optimizer):
                     f"Gradient shape {grad_shape} does not match the shape {var_shape} of "
                     f"variable {name!r}"
                 )
-        return super().apply(grads, trainable_variables)
+        if len(grads) == 0:
+            return super().apply(grads, trainable_variables)  # Keras's no-op
+        if not self.built:
+            # As the base class (so p's variable and skipped_steps exist for what follows).
+            with keras.name_scope(self.name, caller=self):
+                self.build(list(trainable_variables))
+            self.built = True
+        # p of this step, before anything is written (a schedule returning 0.7 raises here).
+        object.__setattr__(self, "_current_partial", self._step_partial())
+        if not self.skip_nonfinite:
+            return super().apply(grads, trainable_variables)
+        return self._guarded_apply(grads, trainable_variables)
+
+    def _step_partial(self) -> Any:
+        """p for the step being taken (t = ``iterations + 1``, the kernel's ``step``).
+
+        Eager torch: a Python float (the schedule evaluated on the host count), so the
+        kernel's square-root chains apply when p is 1/2, 1/4, 1/8 or 1/16. TensorFlow/JAX: a
+        number is read from the ``partial`` variable (a compiled train step follows an
+        assignment without retracing); a schedule is evaluated on the count tensor inside the
+        step (traced under jit: no recompilation as p changes)."""
+        partial = self._partial
+        if _host_step():
+            if isinstance(partial, float):
+                return partial
+            step = int(keras.ops.convert_to_numpy(self._iterations)) + 1
+            value = schedules.evaluate_partial(partial, step, shown="partial")
+            return float(check_number(value, "partial") or 0.0)
+        if isinstance(partial, float):
+            return _read(self._partial_variable)
+        count = _read(self._iterations + 1)
+        return schedules.evaluate_partial(
+            partial, count, xp=_kernel_namespace(), shown="partial", traced=True
+        )
+
+    def _unguarded_apply(self, grads: Sequence[Any], trainable_variables: Any) -> None:
+        super().apply(grads, trainable_variables)
+
+    def _guarded_apply(self, grads: Sequence[Any], trainable_variables: Any) -> None:
+        """``skip_nonfinite=True``: the step if every gradient is finite, else only
+        ``skipped_steps += 1`` (all other variables, iterations included, bitwise unchanged).
+
+        One read of the gradients (the finite check). Eager torch branches on the host;
+        TensorFlow uses ``ops.cond`` (as ``keras.optimizers.LossScaleOptimizer``), under
+        ``tf.distribute`` in a cross-replica ``merge_call`` as it does; JAX (stateless under
+        jit) and torch.compile select old or new values with ``where`` (XLA fuses the select
+        into the update)."""
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if tf.distribute.has_strategy() and not (
+                tf.__internal__.distribute.strategy_supports_no_merge_call()
+            ):
+                if tf.distribute.in_cross_replica_context():
+                    raise ValueError("apply() must be called in a replica context.")
+                tf.distribute.get_replica_context().merge_call(
+                    self._cross_replica_guard, args=(grads, trainable_variables)
+                )
+                return
+            ops.cond(
+                self._grads_finite(grads),
+                lambda: self._unguarded_apply(grads, trainable_variables),
+                self._count_skip,
+            )
+            return
+        finite = self._grads_finite(grads)
+        if _host_step():
+            if bool(finite):
+                self._unguarded_apply(grads, trainable_variables)
+            else:
+                self._count_skip()
+            return
+        variables = [
+            *(self._trainable_variables if trainable_variables is None else trainable_variables),
+            *(v for v in self.variables if v is not self._skipped_steps),
+        ]
+        before = [v.value for v in variables]
+        self._unguarded_apply(grads, trainable_variables)
+        for variable, old in zip(variables, before, strict=True):
+            variable.assign(ops.where(finite, variable.value, old))
+        skipped = ops.cast(ops.logical_not(finite), self._skipped_steps.dtype)
+        self._skipped_steps.assign(self._skipped_steps.value + skipped)
+
+    def _cross_replica_guard(self, distribution: Any, grads: Any, trainable_variables: Any) -> None:
+        import tensorflow as tf
+
+        finite_per_replica = distribution.extended.call_for_each_replica(
+            self._grads_finite, args=(grads,)
+        )
+        # Gradients are not yet all-reduced here: a step is finite only if every replica's is.
+        finite = tf.reduce_all(
+            tf.stack(distribution.experimental_local_results(finite_per_replica))
+        )
+
+        def apply_fn() -> None:
+            distribution.extended.call_for_each_replica(
+                self._unguarded_apply, args=(grads, trainable_variables)
+            )
+
+        ops.cond(finite, apply_fn, self._count_skip)
+
+    def _grads_finite(self, grads: Sequence[Any]) -> Any:
+        """A 0-d bool tensor: every gradient finite (None gradients are ignored)."""
+        return all_finite([_read(g) for g in grads if g is not None], xp=_kernel_namespace())
+
+    def _count_skip(self) -> None:
+        self._skipped_steps.assign_add(ops.cast(1, self._skipped_steps.dtype))
 
     def _apply_weight_decay(self, variables: Any) -> None:
         # Keras's decoupled weight decay is done by the kernel inside update_step (in the
@@ -440,7 +634,7 @@ class Padam(keras.optimizers.Optimizer):
                 b1=self.beta_1,
                 b2=self.beta_2,
                 eps=self.epsilon,
-                partial=self.partial,
+                partial=self._current_partial,
                 weight_decay=weight_decay,
                 decoupled_weight_decay=decoupled,
                 amsgrad=self.amsgrad,
@@ -465,7 +659,7 @@ class Padam(keras.optimizers.Optimizer):
         velocity = self._velocities[index]
         velocity_hat = self._velocity_hats[index] if self.amsgrad else None
 
-        result = _padam_step(
+        arrays = (
             _read(variable),
             _read(gradient),
             _read(momentum),
@@ -473,19 +667,46 @@ class Padam(keras.optimizers.Optimizer):
             _read(velocity_hat) if self.amsgrad else None,
             # t as a tensor: the kernel casts it to the compute dtype and takes expm1.
             _read(self.iterations + 1),
-            lr=_read(learning_rate),
-            b1=self.beta_1,
-            b2=self.beta_2,
-            eps=self.epsilon,
-            partial=self.partial,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled,
-            amsgrad=self.amsgrad,
-            maximize=self.maximize,
-            variant=self.variant,
-            xp=_kernel_namespace(),
-            validate=False,  # validated in __init__; lr is a backend tensor here
         )
+        lr = _read(learning_rate)
+
+        def kernel(partial: Any) -> tuple[Any, ...]:
+            result = _padam_step(
+                *arrays,
+                lr=lr,
+                b1=self.beta_1,
+                b2=self.beta_2,
+                eps=self.epsilon,
+                partial=partial,
+                weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled,
+                amsgrad=self.amsgrad,
+                maximize=self.maximize,
+                variant=self.variant,
+                xp=_kernel_namespace(),
+                validate=False,  # validated in __init__; lr is a backend tensor here
+            )
+            return tuple(a for a in result if a is not None)
+
+        partial = self._current_partial
+        traced_number = self._partial
+        if (
+            not isinstance(partial, float)
+            and isinstance(traced_number, float)
+            and (traced_number == 0.0 or traced_number in SQRT_CHAIN_LENGTHS)
+        ):
+            # A number p read from its variable (TensorFlow/JAX): while it still equals the
+            # value it had when this step was traced (the usual case), run the kernel with that
+            # Python float, so the square-root chain (1/8: three sqrt, not pow) applies; after
+            # an assignment, the other branch computes with the variable's value (pow).
+            outputs = ops.cond(
+                ops.equal(partial, traced_number),
+                lambda: kernel(traced_number),
+                lambda: kernel(_partial_for(partial, variable)),
+            )
+        else:
+            outputs = kernel(_partial_for(partial, variable))
+        result = StepResult(*outputs, *([None] if not self.amsgrad else []))
         self.assign(momentum, result.exp_avg)
         self.assign(velocity, result.exp_avg_sq)
         if self.amsgrad:
@@ -495,23 +716,53 @@ class Padam(keras.optimizers.Optimizer):
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Padam:
         # The base class replaces a serialized schedule in the dict it is given: copy it first.
-        return super().from_config(dict(config), custom_objects=custom_objects)
+        config = dict(config)
+        if isinstance(config.get("partial"), dict):  # a padam_core.schedules config
+            config["partial"] = schedules.from_config(config["partial"])
+        return super().from_config(config, custom_objects=custom_objects)
 
     def get_config(self) -> dict[str, Any]:
+        partial = self._partial
+        if isinstance(partial, schedules.Schedule):
+            partial = partial.get_config()  # nested dict; from_config rebuilds the schedule
+        elif not isinstance(partial, float):
+            raise ValueError(
+                f"Padam.get_config: partial={partial!r} is a plain callable, which cannot be "
+                "serialized (to a .keras file or a config); use a schedule from "
+                "padam_core.schedules (constant, linear, cosine, piecewise) instead"
+            )
         config = super().get_config()
         config.update(
             {
                 "beta_1": self.beta_1,
                 "beta_2": self.beta_2,
                 "epsilon": self.epsilon,
-                "partial": self.partial,
+                "partial": partial,
                 "amsgrad": self.amsgrad,
                 "variant": self.variant,
                 "l2_weight_decay": self.l2_weight_decay,
                 "maximize": self.maximize,
+                "skip_nonfinite": self.skip_nonfinite,
             }
         )
         return config
+
+
+def _exact_constant(value: float, shape: Any, dtype: Any = None) -> Any:
+    """An initializer for ``value`` in ``dtype`` exactly (Keras's ``Constant`` goes through
+    float32: 0.1 would become 0.10000000149 in a float64 variable)."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    return ops.convert_to_tensor(np.full(shape, value, dtype=dtype), dtype=dtype)
+
+
+def _partial_for(partial: Any, variable: Any) -> Any:
+    """p for the kernel: a float as is; a tensor cast to the variable's real compute dtype
+    (float32 for 16-bit floats; the kernel's pow takes both operands in one dtype)."""
+    if isinstance(partial, float) or not hasattr(partial, "dtype"):
+        return partial
+    dtype = keras.backend.standardize_dtype(variable.dtype)
+    dtype = "float64" if dtype in ("float64", "complex128") else "float32"
+    return ops.cast(partial, dtype)
 
 
 def _check_loaded(variable: Any, value: Any, *, square: bool, count: bool) -> None:
@@ -552,7 +803,9 @@ def _torch_fused_rows(
         fused_cpu, "multi_tensor_step"
     ):
         return None
-    hyperparameters = (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon, optimizer.partial)
+    hyperparameters = (
+        optimizer.beta_1, optimizer.beta_2, optimizer.epsilon, optimizer._current_partial
+    )  # fmt: skip
     if not all(isinstance(h, numbers.Real) for h in hyperparameters):
         return None
     import torch

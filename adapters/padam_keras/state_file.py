@@ -64,7 +64,9 @@ def save_state(path: str | os.PathLike[str], optimizer: Padam) -> None:
         "beta_1": optimizer.beta_1,
         "beta_2": optimizer.beta_2,
         "epsilon": optimizer.epsilon,
-        "partial": optimizer.partial,
+        # A schedule is recorded by its repr, like a learning-rate schedule (file unchanged).
+        "partial": optimizer.partial if isinstance(optimizer.partial, float)
+        else repr(optimizer.partial),
         "l2_weight_decay": optimizer.l2_weight_decay,
         "weight_decay": optimizer.weight_decay,
         "maximize": optimizer.maximize,

@@ -5,6 +5,9 @@ docs/numerics.md's error measure between the two (weights and optimizer slots) a
     python distributed_worker.py tensorflow-mirrored   # tf.distribute.MirroredStrategy, 2 CPUs
     python distributed_worker.py jax-data-parallel     # keras.distribution.DataParallel, 4 CPUs
 
+A ``-guard`` suffix (``tensorflow-mirrored-guard``) trains with ``skip_nonfinite=True`` on data
+with one NaN (in one replica's share of one batch): that step is skipped on every replica.
+
 The environment (KERAS_BACKEND, XLA_FLAGS) is set by the test before this process starts.
 """
 
@@ -19,6 +22,8 @@ DEVICES = {"tensorflow-mirrored": 2, "jax-data-parallel": 4}
 
 
 def main(engine: str) -> None:
+    guard = engine.endswith("-guard")
+    engine = engine.removesuffix("-guard")
     if engine == "tensorflow-mirrored":
         import tensorflow as tf
 
@@ -33,6 +38,8 @@ def main(engine: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 8)).astype("float32")
     y = np.tanh(x @ rng.normal(size=(8, 3))).astype("float32")
+    if guard:
+        x[17, 0] = np.nan  # batch 2: one replica's half (quarter) of it
 
     def make_model() -> keras.Model:
         keras.utils.set_random_seed(0)
@@ -41,7 +48,8 @@ def main(engine: str) -> None:
         )
 
     def train(model: keras.Model) -> tuple[list, list]:
-        model.compile(optimizer=Padam(learning_rate=0.01, l2_weight_decay=1e-3), loss="mse")
+        optimizer = Padam(learning_rate=0.01, l2_weight_decay=1e-3, skip_nonfinite=guard)
+        model.compile(optimizer=optimizer, loss="mse")
         model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
         slots = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
         return model.get_weights(), slots
@@ -75,6 +83,8 @@ def main(engine: str) -> None:
                 "weights": max(error(a, b) for a, b in zip(distributed[0], single[0], strict=True)),
                 "slots": max(error(a, b) for a, b in zip(distributed[1], single[1], strict=True)),
                 "moved": error(single[0][0], make_model().get_weights()[0]),
+                "skipped": int(keras.ops.convert_to_numpy(model.optimizer.skipped_steps)),
+                "finite": bool(all(np.all(np.isfinite(w)) for w in distributed[0])),
             }
         )
     )

@@ -39,8 +39,10 @@ def _run_worker(engine: str, extra_env: dict[str, str]) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is TensorFlow's engine")
-def test_mirrored_strategy_over_two_cpus_matches_one_device() -> None:
-    result = _run_worker("tensorflow-mirrored", {})
+@pytest.mark.parametrize("guard", ["", "-guard"])
+def test_mirrored_strategy_over_two_cpus_matches_one_device(guard: str) -> None:
+    result = _run_worker("tensorflow-mirrored" + guard, {})
+    assert result["skipped"] == (3 if guard else 0) and result["finite"]  # 1 per epoch
     assert result["replicas"] == 2
     assert result["moved"] > 1e-3
     # Only the order of the cross-replica gradient sum differs.
@@ -50,9 +52,11 @@ def test_mirrored_strategy_over_two_cpus_matches_one_device() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution is implemented on JAX")
-def test_jax_data_parallel_over_four_cpus_matches_one_device() -> None:
+@pytest.mark.parametrize("guard", ["", "-guard"])
+def test_jax_data_parallel_over_four_cpus_matches_one_device(guard: str) -> None:
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    result = _run_worker("jax-data-parallel", {"XLA_FLAGS": flags.strip()})
+    result = _run_worker("jax-data-parallel" + guard, {"XLA_FLAGS": flags.strip()})
+    assert result["skipped"] == (3 if guard else 0) and result["finite"]  # 1 per epoch
     assert result["replicas"] == 4
     assert result["moved"] > 1e-3
     assert result["weights"] <= 1e-5, result

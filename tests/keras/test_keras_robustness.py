@@ -53,17 +53,21 @@ def test_cause2_concrete_numpy_values_are_accepted():
     assert optimizer.partial == 0.25 and isinstance(optimizer.partial, float)
 
 
-# ---- cause 14: partial after build -----------------------------------------------------------
+# ---- cause 14: partial after build (issue 11: assignable; tests/keras/test_keras_schedules.py)
 
 
-def test_cause14_setting_partial_after_build_is_a_clear_error():
+def test_cause14_setting_partial_after_build_works_and_bad_values_are_refused():
     optimizer = Padam(partial=0.25)
     optimizer.partial = 0.5  # before build: fine, and used
     assert optimizer.partial == 0.5
     _, optimizer = _model_and_optimizer(partial=0.25)
-    with pytest.raises(AttributeError, match="partial cannot change after the optimizer is built"):
-        optimizer.partial = 0.5
-    assert optimizer.partial == 0.25
+    optimizer.partial = 0.5
+    assert optimizer.partial == 0.5
+    assert float(keras.ops.convert_to_numpy(optimizer._partial_variable)) == 0.5
+    with pytest.raises(ValueError, match="Invalid partial value"):
+        optimizer.partial = 0.7
+    assert optimizer.partial == 0.5
+    assert float(keras.ops.convert_to_numpy(optimizer._partial_variable)) == 0.5
 
 
 # ---- cause 8: .keras files with values no step reaches ----------------------------------------
