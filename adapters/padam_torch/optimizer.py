@@ -130,7 +130,7 @@ def _all_finite(grads: list[Tensor]) -> bool:
     """
     real = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
     host = [g for g in real if g.device.type == "cpu"]
-    if host and fused_path.cpu_kernel() is not None and not torch.compiler.is_compiling():
+    if host and not torch.compiler.is_compiling() and fused_path.cpu_kernel() is not None:
         from padam_core import fused_cpu
 
         if not fused_cpu.all_finite([fused_path.host_array(g) for g in host]):
