@@ -120,6 +120,7 @@ def _check_fused_flags(group: Mapping[str, Any]) -> None:
         )
 
 
+@torch._disable_dynamo  # eager: under torch.compile a graph break (the skip is a branch)
 def _all_finite(grads: list[Tensor]) -> bool:
     """Whether every gradient is finite: one read of each (the guard's check, on the host).
 
@@ -130,7 +131,7 @@ def _all_finite(grads: list[Tensor]) -> bool:
     """
     real = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
     host = [g for g in real if g.device.type == "cpu"]
-    if host and not torch.compiler.is_compiling() and fused_path.cpu_kernel() is not None:
+    if host and fused_path.cpu_kernel() is not None:
         from padam_core import fused_cpu
 
         if not fused_cpu.all_finite([fused_path.host_array(g) for g in host]):
@@ -163,6 +164,7 @@ def _is_schedule(partial: Any) -> bool:
     return callable(partial) and not hasattr(partial, "dtype")
 
 
+@torch._disable_dynamo  # eager on the host: under torch.compile a graph break, p a constant
 def _partials_of_step(optimizer: Optimizer) -> list[dict[float, Any] | None]:
     """Per group, p for each distinct 1-based step count t its params take now (None for a
     number). Evaluated on the host before anything changes, so a schedule's bad value (a
@@ -186,6 +188,8 @@ def _partials_of_step(optimizer: Optimizer) -> list[dict[float, Any] | None]:
                 value = schedules.evaluate_partial(partial, int(count))
             except ValueError as error:
                 raise ValueError(f"param group {index}: {error}") from None
+            if isinstance(value, Tensor):  # a callable may return a 0-d tensor
+                value = value.item()
             values[count] = _as_python_number(value)
         result.append(values)
     return result
@@ -283,6 +287,9 @@ class Padam(Optimizer):
         _normalize_group(param_group)
         _check_fused_flags({**self.defaults, **param_group})
         super().add_param_group(param_group)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "skipped_steps": self.skipped_steps}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

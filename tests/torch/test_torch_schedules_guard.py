@@ -241,6 +241,9 @@ def test_nan_skips_the_whole_step_bitwise(path: str) -> None:
     _assert_bitwise(_snapshot(optimizer, params), _snapshot(never, clean))
     assert never.skipped_steps == 0
 
+    import pickle
+
+    assert pickle.loads(pickle.dumps(optimizer)).skipped_steps == 2
     restored = Padam([{"params": clean[:2]}, {"params": clean[2:]}], skip_nonfinite=True)
     restored.load_state_dict(saved)
     assert restored.skipped_steps == 2
@@ -323,3 +326,19 @@ def test_guard_under_torch_compile() -> None:
     step()
     _assert_bitwise(before, _snapshot(optimizer, params))
     assert optimizer.skipped_steps == 1
+
+
+def test_schedule_under_torch_compile() -> None:
+    """A schedule under torch.compile: p read from the host count (a graph break), same run."""
+    grads = _grads()
+    params, compiled_params = _params(), _params()
+    eager = Padam(params, lr=0.01, partial=SCHEDULES["piecewise"], foreach=True)
+    compiled = Padam(compiled_params, lr=0.01, partial=SCHEDULES["piecewise"], foreach=True)
+    step = torch.compile(compiled.step)
+    for step_grads in grads:
+        for param, other, grad in zip(params, compiled_params, step_grads, strict=True):
+            param.grad, other.grad = grad.clone(), grad.clone()
+        eager.step()
+        step()
+    for param, other in zip(params, compiled_params, strict=True):
+        torch.testing.assert_close(other, param, rtol=1e-6, atol=0)
