@@ -401,7 +401,12 @@ class Padam(Optimizer):
             except ValueError as error:
                 raise ValueError(f"param group {index}: {error}") from None
             _normalize_group(group)
-        partials = _partials_of_step(self)
+        # Host evaluation of schedules (eager: a graph break under torch.compile), only where
+        # some group has one, so a number partial keeps the compiled step whole.
+        if any(_is_schedule(group["partial"]) for group in self.param_groups):
+            partials = _partials_of_step(self)
+        else:
+            partials = [None] * len(self.param_groups)
 
         # The non-finite guard: one read of every gradient of every group, before any state is
         # created or anything is written; a NaN/inf anywhere skips the whole step.

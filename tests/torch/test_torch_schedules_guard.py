@@ -342,3 +342,14 @@ def test_schedule_under_torch_compile() -> None:
         step()
     for param, other in zip(params, compiled_params, strict=True):
         torch.testing.assert_close(other, param, rtol=1e-6, atol=0)
+
+
+def test_number_partial_guard_off_compiles_whole() -> None:
+    """Neither the schedule nor the guard costs a graph break when not used."""
+    params = _params()
+    for param, grad in zip(params, _grads()[0], strict=True):
+        param.grad = grad
+    optimizer = Padam(params, lr=0.01, foreach=True)
+    optimizer.step()
+    explained = torch._dynamo.explain(optimizer.step)()
+    assert explained.graph_break_count == 0
