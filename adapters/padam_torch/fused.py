@@ -97,7 +97,7 @@ def check_devices(params: list[Tensor]) -> None:
             )
 
 
-def _host_array(tensor: Tensor) -> np.ndarray:
+def host_array(tensor: Tensor) -> np.ndarray:
     """A zero-copy NumPy view of a CPU tensor (bfloat16 as uint16: NumPy has no bfloat16)."""
     tensor = tensor.detach()
     if tensor.dtype == torch.bfloat16:
@@ -382,7 +382,7 @@ def fused_padam(
             )
         if param.numel() == 0:
             continue
-        convert = _host_array if device == "cpu" else _device_array
+        convert = host_array if device == "cpu" else _device_array
         kept = [param, exp_avgs[index], exp_avg_sqs[index]]
         if amsgrad:
             kept.append(max_exp_avg_sqs[index])

@@ -43,6 +43,7 @@ from padam_core import (
     DEFAULT_PARTIAL,
     DEFAULT_VARIANT,
     DEFAULT_WEIGHT_DECAY,
+    schedules,
     validate_hyperparameters,
 )
 
@@ -119,6 +120,81 @@ def _check_fused_flags(group: Mapping[str, Any]) -> None:
         )
 
 
+@torch._disable_dynamo  # eager: under torch.compile a graph break (the skip is a branch)
+def _all_finite(grads: list[Tensor]) -> bool:
+    """Whether every gradient is finite: one read of each (the guard's check, on the host).
+
+    CPU tensors with numba installed: padam_core.fused_cpu.all_finite on zero-copy NumPy views
+    (bfloat16 as uint16 bits, which it reads as bfloat16); otherwise one ``isfinite().all()``
+    per tensor, reduced on each device and read once per device (a sync, also under
+    ``torch.compile``: the skip is a data-dependent branch there, a graph break).
+    """
+    real = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
+    host = [g for g in real if g.device.type == "cpu"]
+    if host and fused_path.cpu_kernel() is not None:
+        from padam_core import fused_cpu
+
+        if not fused_cpu.all_finite([fused_path.host_array(g) for g in host]):
+            return False
+        real = [g for g in real if g.device.type != "cpu"]
+    by_device: dict[torch.device, list[Tensor]] = {}
+    for grad in real:
+        by_device.setdefault(grad.device, []).append(grad)
+    return all(
+        bool(torch.stack([torch.isfinite(g).all() for g in tensors]).all())
+        for tensors in by_device.values()
+    )
+
+
+def _saved_partial(partial: Any, index: int) -> Any:
+    """A group's ``partial`` as ``state_dict`` stores it: a number, or a schedule's config."""
+    if isinstance(partial, schedules.Schedule):
+        return partial.get_config()
+    if _is_schedule(partial):
+        raise ValueError(
+            f"Padam.state_dict: param group {index} has partial={partial!r}, a plain callable, "
+            "which a state dict cannot store; use a padam_core.schedules schedule (constant, "
+            "linear, cosine, piecewise), whose config is saved and rebuilt by load_state_dict"
+        )
+    return partial
+
+
+def _is_schedule(partial: Any) -> bool:
+    """Whether ``partial`` is a schedule (a callable of the step count), not a number."""
+    return callable(partial) and not hasattr(partial, "dtype")
+
+
+@torch._disable_dynamo  # eager on the host: under torch.compile a graph break, p a constant
+def _partials_of_step(optimizer: Optimizer) -> list[dict[float, Any] | None]:
+    """Per group, p for each distinct 1-based step count t its params take now (None for a
+    number). Evaluated on the host before anything changes, so a schedule's bad value (a
+    ``ValueError`` naming the step) leaves everything as it was; params of a group normally
+    share one count, params that skipped steps (no grad) get their own t."""
+    result: list[dict[float, Any] | None] = []
+    for index, group in enumerate(optimizer.param_groups):
+        partial = group["partial"]
+        if not _is_schedule(partial):
+            result.append(None)
+            continue
+        counts = set()
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            step = optimizer.state.get(param, {}).get("step", 0.0)
+            counts.add(float(step) + 1.0)
+        values = {}
+        for count in sorted(counts):
+            try:
+                value = schedules.evaluate_partial(partial, int(count))
+            except ValueError as error:
+                raise ValueError(f"param group {index}: {error}") from None
+            if isinstance(value, Tensor):  # a callable may return a 0-d tensor
+                value = value.item()
+            values[count] = _as_python_number(value)
+        result.append(values)
+    return result
+
+
 def _validate_group(group: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming the first invalid hyperparameter of a param group."""
     betas = group.get("betas", (DEFAULT_B1, DEFAULT_B2))
@@ -127,17 +203,28 @@ def _validate_group(group: Mapping[str, Any]) -> None:
     partial = group.get("partial", DEFAULT_PARTIAL)
     if isinstance(partial, Tensor):
         raise ValueError(
-            f"Invalid partial value: {partial!r} (expected a Python number: it selects "
-            "the algorithm of the power)"
+            f"Invalid partial value: {partial!r} (expected a Python number, a "
+            "padam_core.schedules schedule or a callable of the step count)"
         )
+    skip = group.get("skip_nonfinite", False)
+    if not isinstance(skip, bool):
+        raise ValueError(f"Invalid skip_nonfinite value: {skip!r} (expected True or False)")
+    scheduled = _is_schedule(partial)
+    if scheduled and group.get("capturable"):
+        raise ValueError(
+            "partial as a schedule is not supported with capturable=True: it is evaluated on "
+            "the host from the step count, which capturable keeps on the device"
+        )
+    schedules.validate_partial(partial)
     values = {
         "lr": _plain_number(group.get("lr", DEFAULT_LR), "lr"),
         "b1": _plain_number(betas[0], "betas[0]"),
         "b2": _plain_number(betas[1], "betas[1]"),
         "eps": group.get("eps", DEFAULT_EPS),
-        "partial": partial,
         "weight_decay": group.get("weight_decay", DEFAULT_WEIGHT_DECAY),
     }
+    if not scheduled:
+        values["partial"] = partial
     for flag in ("amsgrad", "decoupled_weight_decay", "maximize", "variant"):
         if flag in group:
             values[flag] = group[flag]
@@ -159,7 +246,7 @@ class Padam(Optimizer):
         eps: float = DEFAULT_EPS,
         weight_decay: float = DEFAULT_WEIGHT_DECAY,
         amsgrad: bool = True,
-        partial: float = DEFAULT_PARTIAL,
+        partial: schedules.PartialLike = DEFAULT_PARTIAL,
         *,
         decoupled_weight_decay: bool = False,
         maximize: bool = False,
@@ -168,6 +255,7 @@ class Padam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -183,12 +271,15 @@ class Padam(Optimizer):
             "capturable": capturable,
             "differentiable": differentiable,
             "fused": fused,
+            "skip_nonfinite": skip_nonfinite,
         }
         _validate_group(defaults)
         _normalize_group(defaults)
         _check_fused_flags(defaults)
         defaults["betas"] = tuple(map(_to_scalar, defaults["betas"]))
         super().__init__(params, defaults)
+        #: steps skipped by the non-finite guard (``skip_nonfinite=True``); in ``state_dict``.
+        self.skipped_steps = 0
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group; its hyperparameters are validated before anything changes."""
@@ -197,12 +288,16 @@ class Padam(Optimizer):
         _check_fused_flags({**self.defaults, **param_group})
         super().add_param_group(param_group)
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "skipped_steps": self.skipped_steps}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
             group.setdefault("fused", None)  # pickled before the option existed
+            group.setdefault("skip_nonfinite", False)
             for param in group["params"]:
                 param_state = self.state.get(param, {})
                 if param_state and not torch.is_tensor(param_state.get("step", 0.0)):
@@ -212,6 +307,7 @@ class Padam(Optimizer):
                         if group["capturable"]
                         else torch.tensor(step_value, dtype=_get_scalar_dtype())
                     )
+        self.__dict__.setdefault("skipped_steps", 0)
 
     def _init_group(
         self,
@@ -305,15 +401,33 @@ class Padam(Optimizer):
             except ValueError as error:
                 raise ValueError(f"param group {index}: {error}") from None
             _normalize_group(group)
+        # Host evaluation of schedules (eager: a graph break under torch.compile), only where
+        # some group has one, so a number partial keeps the compiled step whole.
+        if any(_is_schedule(group["partial"]) for group in self.param_groups):
+            partials = _partials_of_step(self)
+        else:
+            partials = [None] * len(self.param_groups)
 
-        for group in self.param_groups:
+        # The non-finite guard: one read of every gradient of every group, before any state is
+        # created or anything is written; a NaN/inf anywhere skips the whole step.
+        if any(group.get("skip_nonfinite") for group in self.param_groups):
+            grads = [
+                param.grad
+                for group in self.param_groups
+                for param in group["params"]
+                if param.grad is not None
+            ]
+            if not _all_finite(grads):
+                self.skipped_steps += 1
+                return loss
+
+        for group, group_partials in zip(self.param_groups, partials, strict=True):
             params_with_grad: list[Tensor] = []
             grads: list[Tensor] = []
             exp_avgs: list[Tensor] = []
             exp_avg_sqs: list[Tensor] = []
             max_exp_avg_sqs: list[Tensor] = []
             state_steps: list[Tensor] = []
-            beta1, beta2 = group["betas"]
 
             has_complex = self._init_group(
                 group,
@@ -325,32 +439,68 @@ class Padam(Optimizer):
                 state_steps,
             )
 
-            padam(
-                params_with_grad,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                max_exp_avg_sqs,
-                state_steps,
-                foreach=group["foreach"],
-                capturable=group["capturable"],
-                differentiable=group["differentiable"],
-                fused=group["fused"],
-                has_complex=has_complex,
-                amsgrad=group["amsgrad"],
-                beta1=beta1,
-                beta2=beta2,
-                lr=group["lr"],
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                partial=group["partial"],
-                maximize=group["maximize"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                variant=group["variant"],
-                _fused_views=self._fused_views(group),
-            )
+            if group_partials is None:
+                buckets = [(group["partial"], None)]
+            elif len(group_partials) == 1:  # the usual case: one count, one call for the group
+                buckets = [(next(iter(group_partials.values())), None)]
+            else:  # params that skipped steps: one call per distinct count
+                counts = [float(step) + 1.0 for step in state_steps]
+                buckets = [
+                    (p, [i for i, count in enumerate(counts) if count == t])
+                    for t, p in group_partials.items()
+                ]
+            for partial, indices in buckets:
+                lists = (params_with_grad, grads, exp_avgs, exp_avg_sqs, state_steps)
+                if indices is not None:
+                    lists = tuple([items[i] for i in indices] for items in lists)
+                    maxima = [max_exp_avg_sqs[i] for i in indices] if group["amsgrad"] else []
+                    complex_bucket = any(torch.is_complex(p) for p in lists[0])
+                else:
+                    maxima, complex_bucket = max_exp_avg_sqs, has_complex
+                self._step_tensors(group, *lists, maxima, complex_bucket, partial, indices)
 
         return loss
+
+    def _step_tensors(
+        self,
+        group: dict[str, Any],
+        params_with_grad: list[Tensor],
+        grads: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        state_steps: list[Tensor],
+        max_exp_avg_sqs: list[Tensor],
+        has_complex: bool,
+        partial: Any,
+        indices: list[int] | None,
+    ) -> None:
+        """One call of the functional padam on (part of) a group, with p a number."""
+        beta1, beta2 = group["betas"]
+        padam(
+            params_with_grad,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            max_exp_avg_sqs,
+            state_steps,
+            foreach=group["foreach"],
+            capturable=group["capturable"],
+            differentiable=group["differentiable"],
+            fused=group["fused"],
+            has_complex=has_complex,
+            amsgrad=group["amsgrad"],
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            partial=partial,
+            maximize=group["maximize"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+            variant=group["variant"],
+            # the view cache is per group: a bucket of part of it views afresh
+            _fused_views=self._fused_views(group) if indices is None else None,
+        )
 
     def _fused_views(self, group: dict[str, Any]) -> dict[int, Any]:
         """The fused path's cache of NumPy views for one group (not saved, not pickled)."""
@@ -448,6 +598,41 @@ class Padam(Optimizer):
                     raise ValueError(f"{where}: {key!r} holds negative values (it is a square)")
 
     @torch._disable_dynamo
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict, with a schedule ``partial`` stored as its config (a plain
+        callable: ``ValueError``) and the guard's ``skipped_steps`` as a top-level key."""
+        saved_partials = [
+            _saved_partial(group["partial"], index) for index, group in enumerate(self.param_groups)
+        ]
+        state_dict = super().state_dict()
+        for group, partial in zip(state_dict["param_groups"], saved_partials, strict=True):
+            group["partial"] = partial
+        state_dict["skipped_steps"] = self.skipped_steps
+        return state_dict
+
+    @staticmethod
+    def _rebuilt(state_dict: Any) -> Any:
+        """``state_dict`` with schedule configs rebuilt as schedules (a shallow copy; the
+        caller's dict is not changed); ``ValueError`` for a bad config or ``skipped_steps``."""
+        if not isinstance(state_dict, Mapping) or "param_groups" not in state_dict:
+            return state_dict
+        skipped = state_dict.get("skipped_steps", 0)
+        if isinstance(skipped, bool) or not isinstance(skipped, int) or skipped < 0:
+            raise ValueError(
+                f"Padam state dict: 'skipped_steps' must be an int >= 0, got {skipped!r}"
+            )
+        groups = []
+        for index, group in enumerate(state_dict["param_groups"]):
+            if isinstance(group, Mapping) and isinstance(group.get("partial"), Mapping):
+                try:
+                    partial = schedules.from_config(group["partial"])
+                except ValueError as error:
+                    raise ValueError(f"loaded param group {index}: {error}") from None
+                group = {**group, "partial": partial}
+            groups.append(group)
+        return {**state_dict, "param_groups": groups}
+
+    @torch._disable_dynamo
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict from :meth:`state_dict` or from ``torch.optim.Adam``/``AdamW``.
 
@@ -457,7 +642,10 @@ class Padam(Optimizer):
         ``variant`` in an Adam checkpoint) keep their current values. The float32 moments of a
         float16/bfloat16 parameter stay float32 (torch would cast them to the parameter dtype).
         """
+        state_dict = self._rebuilt(state_dict)
         self._check_state_dict(state_dict)
+        skipped = state_dict.get("skipped_steps", 0)  # absent from torch.optim.Adam checkpoints
+        state_dict = {key: value for key, value in state_dict.items() if key != "skipped_steps"}
         saved_groups = state_dict["param_groups"]
         kept = [
             {key: value for key, value in group.items() if key not in saved}
@@ -477,6 +665,7 @@ class Padam(Optimizer):
 
         amsgrad_before = [group["amsgrad"] for group in self.param_groups]
         super().load_state_dict(state_dict)
+        self.skipped_steps = skipped
 
         for group, kept_values in zip(self.param_groups, kept, strict=True):
             group.update(kept_values)

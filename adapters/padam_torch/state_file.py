@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
 from padam_core.hyperparameters import DEFAULT_VARIANT
+from padam_core.schedules import Schedule
 from padam_core.state_file import MOMENTS, TensorSpec, read_state_file, write_state_file
 from padam_torch.optimizer import Padam, _state_dtype
 
@@ -118,6 +119,8 @@ def save_state(path: str | os.PathLike[str], optimizer: Padam) -> None:
     recorded = {
         key: float(value) if isinstance(value, Tensor) else value for key, value in recorded.items()
     }
+    if isinstance(recorded["partial"], Schedule):  # a schedule records its config
+        recorded["partial"] = recorded["partial"].get_config()
     write_state_file(path, step=int(step), **moments, names=[name for name, _, _ in entries],
                      variant=variant, amsgrad=amsgrad, hyperparameters=recorded,
                      writer=f"padam_torch (torch {torch.__version__})")  # fmt: skip
