@@ -1,10 +1,13 @@
-"""``padam compare --framework jax``: optax optimizers and a training loop in plain JAX.
+"""``padam compare --framework jax``: optax optimizers, flax (linen) networks, a jitted loop.
 
-The networks are written with ``jax.lax`` (no flax): ``mlp`` and ``cnn1d``, the same
-architectures and the same initialization rule as the torch ones (uniform in +-1/sqrt(fan_in),
-torch's default), with batch norm as torch's (batch statistics in training, running averages
-with momentum 0.1 and the unbiased variance for evaluation, eps 1e-5). The CIFAR networks are
-torch only for now.
+The networks ``mlp`` and ``cnn1d`` are flax linen modules with the torch ones' architecture and
+initialization rule (uniform in +-1/sqrt(fan_in), torch's default, for weights and biases) and
+torch's batch-norm conventions (batch statistics in training, running averages with torch's
+momentum 0.1, eps 1e-5; the running variance is flax's biased one, see ``CNN1d``). linen rather
+than NNX: the loop is functional, a jitted pure step over (params, batch_stats, optimizer
+state), one per optimizer reused across seeds, which linen's ``init``/``apply`` with a
+``batch_stats`` collection is; NNX's stateful modules would need ``nnx.split``/``merge`` or
+``nnx.jit`` around that same step. The CIFAR networks are torch only for now.
 
 Optimizers, matched to the torch baselines: coupled L2 weight decay is
 ``optax.add_decayed_weights`` before the optimizer (torch's ``weight_decay`` adds lambda*theta
@@ -21,17 +24,26 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import linen as nn
 
 from padam_compare.config import CompareConfig, ConfigError, OptimizerRun
 from padam_compare.data import Dataset
 from padam_compare.errors import SetupError
 from padam_compare.results import EpochRecord, RunResult
 
-__all__ = ["JAX_MODELS", "JAX_OPTIMIZERS", "JaxBackend", "make_transformation"]
+__all__ = [
+    "JAX_MODELS",
+    "JAX_OPTIMIZERS",
+    "JaxBackend",
+    "apply_model",
+    "init_model",
+    "make_transformation",
+]
 
 Params = dict[str, Any]
 Schedule = Callable[[jax.Array], jax.Array]
@@ -112,115 +124,111 @@ def make_transformation(run: OptimizerRun, schedule: Schedule) -> optax.Gradient
 # --------------------------------------------------------------------------- networks
 
 
-def _uniform(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
-    """torch's default layer initialization: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+def _torch_uniform(fan_in: int) -> Callable[..., jax.Array]:
+    """torch's default layer initialization, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weights
+    and biases alike (flax's defaults are lecun-normal weights and zero biases; the bias needs
+    the layer's fan-in, which a flax initializer is not given, hence one closure)."""
     bound = 1.0 / math.sqrt(fan_in)
-    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
 
 
-def _linear(key: jax.Array, fan_in: int, fan_out: int) -> Params:
-    weight_key, bias_key = jax.random.split(key)
-    return {
-        "w": _uniform(weight_key, (fan_in, fan_out), fan_in),
-        "b": _uniform(bias_key, (fan_out,), fan_in),
-    }
+def _dense(features: int, fan_in: int, name: str) -> nn.Dense:
+    init = _torch_uniform(fan_in)
+    return nn.Dense(features, kernel_init=init, bias_init=init, name=name)
 
 
-def _batch_norm(
-    x: jax.Array, params: Params, state: Params, train: bool, axes: tuple[int, ...]
-) -> tuple[jax.Array, Params]:
-    shape = [1] * x.ndim
-    shape[1] = x.shape[1]
-    if train:
-        mean = x.mean(axis=axes)
-        variance = x.var(axis=axes)
-        count = x.size // x.shape[1]
-        unbiased = variance * count / max(count - 1, 1)
-        state = {
-            "mean": (1 - _BN_MOMENTUM) * state["mean"] + _BN_MOMENTUM * mean,
-            "var": (1 - _BN_MOMENTUM) * state["var"] + _BN_MOMENTUM * unbiased,
-        }
-    else:
-        mean, variance = state["mean"], state["var"]
-    normalized = (x - mean.reshape(shape)) / jnp.sqrt(variance.reshape(shape) + _BN_EPS)
-    return normalized * params["scale"].reshape(shape) + params["bias"].reshape(shape), state
+class MLP(nn.Module):
+    """Flatten, then two hidden ReLU layers of ``hidden`` units (torch_models.MLP)."""
 
+    num_classes: int
+    hidden: int = 128
 
-def _init_mlp(
-    key: jax.Array, input_shape: tuple[int, ...], num_classes: int, hidden: int = 128
-) -> tuple[Params, Params]:
-    keys = jax.random.split(key, 3)
-    sizes = (math.prod(input_shape), hidden, hidden, num_classes)
-    params = {f"dense{i}": _linear(keys[i], sizes[i], sizes[i + 1]) for i in range(3)}
-    return params, {}
-
-
-def _apply_mlp(
-    params: Params, state: Params, x: jax.Array, train: bool
-) -> tuple[jax.Array, Params]:
-    h = x.reshape(x.shape[0], -1)
-    for i in range(3):
-        h = h @ params[f"dense{i}"]["w"] + params[f"dense{i}"]["b"]
-        if i < 2:
-            h = jax.nn.relu(h)
-    return h, state
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        h = x.reshape(x.shape[0], -1)
+        fan_in = h.shape[1]
+        for index in range(2):
+            h = nn.relu(_dense(self.hidden, fan_in, f"dense{index}")(h))
+            fan_in = self.hidden
+        return _dense(self.num_classes, fan_in, "dense2")(h)
 
 
 _CNN1D_LAYERS: Final = ((5, 1, 2), (3, 2, 1), (3, 2, 1))  # (kernel, stride, padding)
 
 
-def _init_cnn1d(
-    key: jax.Array, input_shape: tuple[int, ...], num_classes: int, channels: int = 32
-) -> tuple[Params, Params]:
+class CNN1d(nn.Module):
+    """Three 1-D convolutions without bias, each followed by batch norm and ReLU, and a linear
+    classifier (torch_models.CNN1d). Channels last, as flax's convolutions are; the features are
+    flattened channels first, as torch's, so the classifier sees torch's layout."""
+
+    num_classes: int
+    channels: int = 32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        h = x[:, :, None]  # (batch, length, 1 channel)
+        for index, (kernel, stride, padding) in enumerate(_CNN1D_LAYERS):
+            h = nn.Conv(
+                self.channels,
+                (kernel,),
+                strides=(stride,),
+                padding=[(padding, padding)],
+                use_bias=False,
+                kernel_init=_torch_uniform(h.shape[-1] * kernel),
+                name=f"conv{index}",
+            )(h)
+            # torch's conventions: flax's momentum 0.9 is torch's 0.1 (the weight of the old
+            # running average), eps 1e-5, the two-pass variance. One difference left: flax (like
+            # Keras) averages the biased batch variance into the running variance, torch the
+            # unbiased one; a factor n/(n-1), n = batch x length >= 1280 at the defaults, and
+            # it reaches evaluation only.
+            h = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=1 - _BN_MOMENTUM,
+                epsilon=_BN_EPS,
+                use_fast_variance=False,
+                name=f"bn{index}",
+            )(h)
+            h = nn.relu(h)
+        h = h.transpose(0, 2, 1).reshape(h.shape[0], -1)
+        return _dense(self.num_classes, h.shape[1], "dense")(h)
+
+
+def _cnn1d(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     if len(input_shape) != 1:
         raise ConfigError(f"cnn1d takes 1-D signals, got examples of shape {input_shape}")
-    keys = jax.random.split(key, len(_CNN1D_LAYERS) + 1)
-    params: Params = {}
-    state: Params = {}
-    in_channels = 1
-    for index, (kernel, _, _) in enumerate(_CNN1D_LAYERS):
-        fan_in = in_channels * kernel
-        params[f"conv{index}"] = _uniform(keys[index], (channels, in_channels, kernel), fan_in)
-        params[f"bn{index}"] = {
-            "scale": jnp.ones(channels, jnp.float32),
-            "bias": jnp.zeros(channels, jnp.float32),
-        }
-        state[f"bn{index}"] = {
-            "mean": jnp.zeros(channels, jnp.float32),
-            "var": jnp.ones(channels, jnp.float32),
-        }
-        in_channels = channels
-    reduced = (input_shape[0] + 3) // 4
-    params["dense"] = _linear(keys[-1], channels * reduced, num_classes)
-    return params, state
+    return CNN1d(num_classes)
 
 
-def _apply_cnn1d(
-    params: Params, state: Params, x: jax.Array, train: bool
-) -> tuple[jax.Array, Params]:
-    h = x[:, None, :]
-    new_state = {}
-    for index, (_, stride, padding) in enumerate(_CNN1D_LAYERS):
-        h = jax.lax.conv_general_dilated(
-            h,
-            params[f"conv{index}"],
-            (stride,),
-            [(padding, padding)],
-            dimension_numbers=("NCH", "OIH", "NCH"),
-        )
-        h, new_state[f"bn{index}"] = _batch_norm(
-            h, params[f"bn{index}"], state[f"bn{index}"], train, axes=(0, 2)
-        )
-        h = jax.nn.relu(h)
-    h = h.reshape(h.shape[0], -1)
-    return h @ params["dense"]["w"] + params["dense"]["b"], new_state
-
-
-#: Model name -> (init(key, input_shape, classes) -> (params, state), apply).
-JAX_MODELS: Final = {
-    "mlp": (_init_mlp, _apply_mlp),
-    "cnn1d": (_init_cnn1d, _apply_cnn1d),
+#: Model name -> builder(input_shape of one example, classes) of its flax (linen) module.
+JAX_MODELS: Final[dict[str, Callable[[tuple[int, ...], int], nn.Module]]] = {
+    "mlp": lambda input_shape, num_classes: MLP(num_classes),
+    "cnn1d": _cnn1d,
 }
+
+
+def init_model(
+    model: nn.Module, key: jax.Array, input_shape: tuple[int, ...]
+) -> tuple[Params, Params]:
+    """(params, state) of ``model`` drawn from ``key``; state holds the mutable collections
+    (``batch_stats``: the running averages of batch norm), empty for the mlp."""
+    variables = dict(model.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False))
+    params = variables.pop("params")
+    return params, variables
+
+
+def apply_model(
+    model: nn.Module, params: Params, state: Params, x: jax.Array, train: bool
+) -> tuple[jax.Array, Params]:
+    """Logits, and the state after the batch (updated running averages when training)."""
+    if not train:
+        return model.apply({"params": params, **state}, x, train=False), state
+    logits, new_state = model.apply({"params": params, **state}, x, train=True, mutable=list(state))
+    return logits, dict(new_state)
 
 
 # --------------------------------------------------------------------------- training
@@ -248,7 +256,7 @@ class JaxBackend:
                 ) from None
         self.config = config
         self.dataset = dataset
-        self.init_model, self.apply_model = JAX_MODELS[config.model]
+        self.model = JAX_MODELS[config.model](dataset.input_shape, dataset.num_classes)
         self.x_train = self.dataset.standardize(dataset.x_train)
         self.x_test = jnp.asarray(self.dataset.standardize(dataset.x_test))
         self.y_test = jnp.asarray(dataset.y_test.astype(np.int32))
@@ -262,6 +270,7 @@ class JaxBackend:
             "framework": "jax",
             "jax_version": jax.__version__,
             "optax_version": optax.__version__,
+            "flax_version": flax.__version__,
             "device": str(jax.devices()[0]),
             "threads": "XLA default",
         }
@@ -294,11 +303,11 @@ class JaxBackend:
         """One jitted training step per optimizer (reused across seeds)."""
         if run.label not in self._steps:
             transformation = make_transformation(run, self._scaled(run))
-            apply_model = self.apply_model
+            model = self.model
 
             def step(params, state, opt_state, x, y):
                 def loss_fn(p):
-                    logits, new_state = apply_model(p, state, x, True)
+                    logits, new_state = apply_model(model, p, state, x, True)
                     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
                     return loss, (logits, new_state)
 
@@ -314,7 +323,7 @@ class JaxBackend:
         return self._steps[run.label]
 
     def _evaluate_batch(self, params, state, x, y):
-        logits, _ = self.apply_model(params, state, x, False)
+        logits, _ = apply_model(self.model, params, state, x, False)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return losses.sum(), (logits.argmax(axis=1) == y).sum()
 
@@ -324,9 +333,7 @@ class JaxBackend:
         """Train a fresh model from ``seed`` (initial weights and data order)."""
         config = self.config
         transformation, step = self._step_function(run)
-        params, state = self.init_model(
-            jax.random.PRNGKey(seed), self.dataset.input_shape, self.dataset.num_classes
-        )
+        params, state = init_model(self.model, jax.random.PRNGKey(seed), self.dataset.input_shape)
         opt_state = transformation.init(params)
         order_rng = np.random.default_rng(seed)
         learning_rate = self._scaled(run)

@@ -8,6 +8,7 @@ import math
 import pytest
 
 pytest.importorskip("jax")
+pytest.importorskip("flax")
 pytest.importorskip("optax")
 pytest.importorskip("padam_jax")
 
@@ -97,3 +98,96 @@ def test_jax_has_no_cifar_networks_yet(cifar10_dir, capsys):
     )
     assert code == 2
     assert "resnet18 is torch only for now" in capsys.readouterr().err
+
+
+def _torch_weights_into_flax(torch_model, params):
+    """The torch network's weights in the flax module's parameter tree (same architecture)."""
+    import numpy as np
+
+    tensors = [t.detach().numpy() for t in torch_model.parameters()]
+    new = {name: dict(leaves) for name, leaves in params.items()}
+    order = []  # torch's parameter order: conv0, bn0, conv1, bn1, ..., dense / dense0..2
+    for index in range(3):
+        if f"conv{index}" in params:
+            order += [(f"conv{index}", "kernel"), (f"bn{index}", "scale"), (f"bn{index}", "bias")]
+    order += [("dense", "kernel"), ("dense", "bias")] if "dense" in params else []
+    for index in range(3):
+        if f"dense{index}" in params:
+            order += [(f"dense{index}", "kernel"), (f"dense{index}", "bias")]
+    assert len(order) == len(tensors)
+    for (layer, leaf), array in zip(order, tensors, strict=True):
+        if leaf == "kernel":
+            array = array.transpose(2, 1, 0) if array.ndim == 3 else array.T
+        assert new[layer][leaf].shape == array.shape, (layer, leaf)
+        new[layer][leaf] = np.asarray(array)
+    return new
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn1d"])
+def test_jax_networks_are_the_torch_networks(name):
+    """Same weights -> same logits and batch-norm running means as torch, training and eval."""
+    torch = pytest.importorskip("torch")
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from padam_compare.jax_backend import JAX_MODELS, apply_model, init_model
+    from padam_compare.torch_models import build_model
+
+    input_shape = (40,) if name == "cnn1d" else (8, 8)
+    torch.manual_seed(0)
+    torch_model = build_model(name, input_shape, 10)
+    model = JAX_MODELS[name](input_shape, 10)
+    params, state = init_model(model, jax.random.PRNGKey(0), input_shape)
+    params = _torch_weights_into_flax(torch_model, params)
+    x = np.random.default_rng(0).standard_normal((16, *input_shape)).astype(np.float32)
+
+    torch_model.train()
+    expected = torch_model(torch.from_numpy(x)).detach().numpy()
+    logits, state = apply_model(model, params, state, jnp.asarray(x), True)
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-4, atol=1e-5)
+
+    batch_norms = [m for m in torch_model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(batch_norms) == len(state.get("batch_stats", {})) == (3 if name == "cnn1d" else 0)
+    for index, bn in enumerate(batch_norms):
+        stats = state["batch_stats"][f"bn{index}"]
+        np.testing.assert_allclose(stats["mean"], bn.running_mean.numpy(), rtol=1e-4, atol=1e-6)
+        # flax's running variance takes the biased batch variance, torch's the unbiased one.
+        count = 16 * (40, 20, 10)[index]  # values per channel: batch x length
+        unbiased = (bn.running_var.numpy() - 0.9) / 0.1  # torch: 0.9 * 1 + 0.1 * unbiased
+        expected_var = 0.9 + 0.1 * unbiased * (count - 1) / count
+        np.testing.assert_allclose(stats["var"], expected_var, rtol=1e-5)
+
+    torch_model.eval()
+    expected = torch_model(torch.from_numpy(x)).detach().numpy()
+    logits, _ = apply_model(model, params, state, jnp.asarray(x), False)
+    # Off by the variance factor n/(n-1) above (n >= 160 here), on the running average only.
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn1d"])
+def test_jax_networks_draw_torch_initialization(name):
+    """Every weight and bias uniform in +-1/sqrt(fan_in) (torch's default), BN at 1 and 0."""
+    import jax
+    import numpy as np
+
+    from padam_compare.jax_backend import JAX_MODELS, init_model
+
+    input_shape = (40,) if name == "cnn1d" else (8, 8)
+    model = JAX_MODELS[name](input_shape, 10)
+    params, state = init_model(model, jax.random.PRNGKey(1), input_shape)
+    fan_ins = {"dense0": 64, "dense1": 128, "dense2": 128, "conv0": 5, "conv1": 96, "conv2": 96}
+    fan_ins["dense"] = 32 * 10
+    for layer, leaves in params.items():
+        for leaf, value in leaves.items():
+            value = np.asarray(value)
+            if layer.startswith("bn"):
+                assert np.all(value == (1.0 if leaf == "scale" else 0.0))
+                continue
+            bound = 1 / np.sqrt(fan_ins[layer])
+            assert np.abs(value).max() <= bound
+            if value.size >= 100:  # uniform, not normal: the spread reaches the bound
+                assert np.abs(value).max() > 0.9 * bound
+                assert np.std(value) == pytest.approx(bound / np.sqrt(3), rel=0.2)
+    if name == "cnn1d":
+        assert set(state["batch_stats"]) == {"bn0", "bn1", "bn2"}

@@ -136,3 +136,25 @@ def test_digits_dataset_is_standardized_and_split():
     assert dataset.x_train.shape == (1437, 1, 8, 8) and dataset.x_test.shape == (360, 1, 8, 8)
     assert abs(float(dataset.x_train.mean())) < 1e-5
     assert set(np.unique(dataset.y_train)) == set(range(10))
+
+
+def test_torch_comparison_imports_neither_jax_nor_flax():
+    """The JAX backend (and flax) load only with --framework jax: a torch user needs neither."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys\n"
+        "from padam_compare import cli, runner\n"
+        "runner.BACKENDS['torch']()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'flax', 'optax'}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "adapters")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
