@@ -36,7 +36,7 @@ from array_api_compat import array_namespace, device
 from padam_core.guard import all_finite
 from padam_core.hyperparameters import DEFAULT_PARTIAL, is_traced, validate_hyperparameters
 from padam_core.kernel import compute_dtype, padam_step
-from padam_core.schedules import evaluate_partial, validate_partial
+from padam_core.schedules import evaluate_partial, is_schedule, validate_partial
 
 __all__ = ["PadamState", "init", "map_collection", "update", "zeros_state_like"]
 
@@ -138,7 +138,7 @@ def update(
     if amsgrad and state.max_exp_avg_sq is None:
         raise ValueError("amsgrad=True but the state was created with init(..., amsgrad=False)")
     count = state.count + 1
-    if not validate and callable(partial) and not hasattr(partial, "dtype"):
+    if not validate and is_schedule(partial):
         partial = partial(count)  # no range check, no host read of an array value
     else:
         partial = evaluate_partial(partial, count)  # range-checked when concrete

@@ -52,6 +52,7 @@ from padam_core.schedules import (
     Schedule,
     evaluate_partial,
     from_config,
+    saved_partial,
     validate_partial,
 )
 from padam_core.state_file import TensorSpec, read_state_file, write_state_file
@@ -62,20 +63,6 @@ _FORMAT = "padam_core.Padam"
 _FORMAT_VERSION = "1"
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 _WRITER = "padam_core.Padam"
-
-
-def _saved_partial(partial: Any) -> Any:
-    """``partial`` as saved: a number, or a built-in schedule's config; a plain callable has no
-    config to save and is refused (before anything is written)."""
-    if isinstance(partial, Schedule):
-        return partial.get_config()
-    if callable(partial):
-        raise ValueError(
-            f"Cannot save a Padam whose partial is a plain callable ({partial!r}): it cannot be "
-            "stored in a file. Use a schedule from padam_core.schedules (constant, linear, "
-            "cosine, piecewise), which saves as its config."
-        )
-    return float(partial)
 
 
 def _loaded_partial(saved: Any, where: str) -> Any:
@@ -401,8 +388,11 @@ class Padam:
         cannot be recorded: ``ValueError`` before anything is written; use
         :mod:`padam_core.schedules`.
         """
-        saved_partial = _saved_partial(self.hyperparameters["partial"])
-        recorded = {**self.hyperparameters, "partial": saved_partial}
+        saved = saved_partial(self.hyperparameters["partial"], f"Cannot save Padam to '{path}'")
+        recorded = {
+            **self.hyperparameters,
+            "partial": saved if isinstance(saved, dict) else float(saved),  # JSON: a float
+        }
         if str(path).endswith(".safetensors"):
             moments = {
                 moment: None if arrays is None else [_to_host(arrays[name]) for name in self._names]

@@ -35,8 +35,10 @@ __all__ = [
     "cosine",
     "evaluate_partial",
     "from_config",
+    "is_schedule",
     "linear",
     "piecewise",
+    "saved_partial",
     "validate_partial",
 ]
 
@@ -260,9 +262,28 @@ def from_config(config: Mapping[str, Any]) -> Schedule:
         raise ValueError(f"Invalid partial schedule config: {config!r} ({error})") from None
 
 
+def is_schedule(partial: Any) -> bool:
+    """Whether ``partial`` is a schedule (a callable of the step count), not a number or array."""
+    return callable(partial) and not hasattr(partial, "dtype")
+
+
+def saved_partial(partial: Any, where: str) -> Any:
+    """``partial`` as a config or file stores it: a number as it is, a :class:`Schedule` as its
+    config; a plain callable has no config and is refused (``ValueError`` starting ``where``)."""
+    if isinstance(partial, Schedule):
+        return partial.get_config()
+    if is_schedule(partial):
+        raise ValueError(
+            f"{where}: partial={partial!r} is a plain callable, which cannot be saved; use a "
+            "schedule from padam_core.schedules (constant, linear, cosine, piecewise), which "
+            "saves as its config"
+        )
+    return partial
+
+
 def validate_partial(partial: Any, shown: str = "partial") -> None:
     """A ``partial`` argument: a number in [0, 1/2] (or a 1-element array), or a callable."""
-    if callable(partial) and not hasattr(partial, "dtype"):
+    if is_schedule(partial):
         return
     validate_hyperparameters({"partial": shown}, partial=partial)
 
@@ -276,7 +297,7 @@ def evaluate_partial(
     bad user schedule fails before any state changes; a traced value (under ``jit``; ``traced``
     from an adapter that knows, e.g. under ``torch.compile``) is not read.
     """
-    if not callable(partial) or hasattr(partial, "dtype"):
+    if not is_schedule(partial):
         return partial
     value = partial(step, xp=xp) if isinstance(partial, Schedule) else partial(step)
     try:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 import padam_core
+from padam_jax.tree import find_one
 
 __all__ = ["SkipNonfiniteState", "skip_nonfinite_steps", "skipped_steps"]
 
@@ -62,24 +63,14 @@ def skip_nonfinite_steps(inner: optax.GradientTransformation) -> optax.GradientT
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _is_guard_state(node: Any) -> bool:
-    return isinstance(node, SkipNonfiniteState)
-
-
 def skipped_steps(opt_state: Any) -> jax.Array:
     """The number of steps skipped for a non-finite gradient (an int32 0-d array).
 
     ``opt_state`` is any optax state holding one ``skip_nonfinite=True`` Padam state: padam's
     own, a chain's, ``inject_hyperparams``'s, ``MultiSteps``'s, ... Works under ``jit``.
     """
-    found = [
-        node
-        for node in jax.tree_util.tree_leaves(opt_state, is_leaf=_is_guard_state)
-        if _is_guard_state(node)
-    ]
-    if len(found) != 1:
-        raise ValueError(
-            f"skipped_steps: expected an optax state holding one padam state made with "
-            f"skip_nonfinite=True, found {len(found)}"
-        )
-    return found[0].skipped
+    try:
+        state = find_one(opt_state, SkipNonfiniteState, "padam state made with skip_nonfinite=True")
+    except ValueError as error:
+        raise ValueError(f"skipped_steps: {error}") from None
+    return state.skipped

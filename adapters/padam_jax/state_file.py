@@ -30,6 +30,7 @@ import numpy as np
 from padam_core.hyperparameters import DEFAULT_VARIANT
 from padam_core.state_file import TensorSpec, read_state_file, write_state_file
 from padam_jax.transform import ScaleByPadamState
+from padam_jax.tree import find_one
 
 __all__ = ["load_state", "save_state"]
 
@@ -39,16 +40,7 @@ def _is_padam_state(node: Any) -> bool:
 
 
 def _padam_state(opt_state: Any) -> ScaleByPadamState:
-    found = [
-        node
-        for node in jax.tree_util.tree_leaves(opt_state, is_leaf=_is_padam_state)
-        if _is_padam_state(node)
-    ]
-    if len(found) != 1:
-        raise ValueError(
-            f"expected an optax state holding one scale_by_padam state, found {len(found)}"
-        )
-    return found[0]
+    return find_one(opt_state, ScaleByPadamState, "scale_by_padam state")
 
 
 def save_state(

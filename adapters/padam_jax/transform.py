@@ -15,7 +15,13 @@ import optax
 
 import padam_core
 from padam_core.hyperparameters import is_traced
-from padam_core.schedules import PartialLike, Schedule, evaluate_partial, validate_partial
+from padam_core.schedules import (
+    PartialLike,
+    Schedule,
+    evaluate_partial,
+    is_schedule,
+    validate_partial,
+)
 from padam_jax.guard import check_skip_nonfinite, skip_nonfinite_steps
 
 __all__ = ["ScaleByPadamState", "scale_by_padam"]
@@ -66,11 +72,6 @@ def check_hyperparameter_dtypes(**values: Any) -> None:
 
 def _leaf_name(path: Any) -> str:
     return jax.tree_util.keystr(path) or "<root>"
-
-
-def is_schedule(partial: Any) -> bool:
-    """A callable ``partial`` (a schedule), as opposed to a number or an array."""
-    return callable(partial) and not hasattr(partial, "dtype")
 
 
 def check_partial(partial: Any) -> None:

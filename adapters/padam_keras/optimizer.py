@@ -144,7 +144,7 @@ def _as_hyperparameter(value: Any, name: str) -> float:
 
 def _check_partial(value: Any) -> float | Callable[[Any], Any]:
     """A ``partial`` argument: a number in [0, 1/2] (as a float) or a schedule/callable of t."""
-    if callable(value) and not hasattr(value, "dtype"):
+    if schedules.is_schedule(value):
         return value
     number = _as_hyperparameter(value, "partial")
     validate_hyperparameters(names=_KERAS_NAMES, partial=number)
@@ -722,15 +722,8 @@ class Padam(keras.optimizers.Optimizer):
         return super().from_config(config, custom_objects=custom_objects)
 
     def get_config(self) -> dict[str, Any]:
-        partial = self._partial
-        if isinstance(partial, schedules.Schedule):
-            partial = partial.get_config()  # nested dict; from_config rebuilds the schedule
-        elif not isinstance(partial, float):
-            raise ValueError(
-                f"Padam.get_config: partial={partial!r} is a plain callable, which cannot be "
-                "serialized (to a .keras file or a config); use a schedule from "
-                "padam_core.schedules (constant, linear, cosine, piecewise) instead"
-            )
+        # A schedule: a nested dict that from_config rebuilds; a plain callable: ValueError.
+        partial = schedules.saved_partial(self._partial, "Padam.get_config (a .keras file)")
         config = super().get_config()
         config.update(
             {

@@ -146,24 +146,6 @@ def _all_finite(grads: list[Tensor]) -> bool:
     )
 
 
-def _saved_partial(partial: Any, index: int) -> Any:
-    """A group's ``partial`` as ``state_dict`` stores it: a number, or a schedule's config."""
-    if isinstance(partial, schedules.Schedule):
-        return partial.get_config()
-    if _is_schedule(partial):
-        raise ValueError(
-            f"Padam.state_dict: param group {index} has partial={partial!r}, a plain callable, "
-            "which a state dict cannot store; use a padam_core.schedules schedule (constant, "
-            "linear, cosine, piecewise), whose config is saved and rebuilt by load_state_dict"
-        )
-    return partial
-
-
-def _is_schedule(partial: Any) -> bool:
-    """Whether ``partial`` is a schedule (a callable of the step count), not a number."""
-    return callable(partial) and not hasattr(partial, "dtype")
-
-
 @torch._disable_dynamo  # eager on the host: under torch.compile a graph break, p a constant
 def _partials_of_step(optimizer: Optimizer) -> list[dict[float, Any] | None]:
     """Per group, p for each distinct 1-based step count t its params take now (None for a
@@ -173,7 +155,7 @@ def _partials_of_step(optimizer: Optimizer) -> list[dict[float, Any] | None]:
     result: list[dict[float, Any] | None] = []
     for index, group in enumerate(optimizer.param_groups):
         partial = group["partial"]
-        if not _is_schedule(partial):
+        if not schedules.is_schedule(partial):
             result.append(None)
             continue
         counts = set()
@@ -209,7 +191,7 @@ def _validate_group(group: Mapping[str, Any]) -> None:
     skip = group.get("skip_nonfinite", False)
     if not isinstance(skip, bool):
         raise ValueError(f"Invalid skip_nonfinite value: {skip!r} (expected True or False)")
-    scheduled = _is_schedule(partial)
+    scheduled = schedules.is_schedule(partial)
     if scheduled and group.get("capturable"):
         raise ValueError(
             "partial as a schedule is not supported with capturable=True: it is evaluated on "
@@ -403,7 +385,7 @@ class Padam(Optimizer):
             _normalize_group(group)
         # Host evaluation of schedules (eager: a graph break under torch.compile), only where
         # some group has one, so a number partial keeps the compiled step whole.
-        if any(_is_schedule(group["partial"]) for group in self.param_groups):
+        if any(schedules.is_schedule(group["partial"]) for group in self.param_groups):
             partials = _partials_of_step(self)
         else:
             partials = [None] * len(self.param_groups)
@@ -602,7 +584,8 @@ class Padam(Optimizer):
         """torch's state dict, with a schedule ``partial`` stored as its config (a plain
         callable: ``ValueError``) and the guard's ``skipped_steps`` as a top-level key."""
         saved_partials = [
-            _saved_partial(group["partial"], index) for index, group in enumerate(self.param_groups)
+            schedules.saved_partial(group["partial"], f"Padam.state_dict: param group {index}")
+            for index, group in enumerate(self.param_groups)
         ]
         state_dict = super().state_dict()
         for group, partial in zip(state_dict["param_groups"], saved_partials, strict=True):

@@ -8,9 +8,11 @@ framework sees exactly the same inputs.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
-from tests.oracle import Config
+from tests.oracle import Config, oracle_trajectory, relative_error
 
 
 def run_core(theta0: np.ndarray, grads: list[np.ndarray], config: Config) -> list[np.ndarray]:
@@ -76,3 +78,21 @@ def run_jax(theta0: np.ndarray, grads: list[np.ndarray], config: Config) -> list
         param, state = step(param, state, jnp.asarray(grad, dtype=jnp.float32))
         trajectory.append(np.asarray(param, dtype=np.float64))
     return trajectory
+
+
+def assert_one_trajectory(theta0: np.ndarray, grads: list[np.ndarray], config: Config) -> None:
+    """padam_core, padam_torch (default and foreach) and padam_jax agree within 1e-5 of each
+    other at the last step and of the float64 oracle at every step (docs/numerics.md)."""
+    runs = {
+        "padam_core": run_core(theta0, grads, config),
+        "padam_torch": run_torch(theta0, grads, config),
+        "padam_torch foreach": run_torch(theta0, grads, config, foreach=True),
+        "padam_jax": run_jax(theta0, grads, config),
+    }
+    oracle = oracle_trajectory(theta0, grads, config)
+    for (name_a, run_a), (name_b, run_b) in itertools.combinations(runs.items(), 2):
+        error = relative_error(run_a[-1], run_b[-1])
+        assert error <= 1e-5, f"{name_a} vs {name_b}: {error:.3g}"
+    for name, run in runs.items():
+        error = max(relative_error(a, e) for a, e in zip(run, oracle, strict=True))
+        assert error <= 1e-5, f"{name} vs the float64 oracle: {error:.3g}"
