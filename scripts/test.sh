@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 python=.venv/bin/python
+# pytest-xdist: one worker per core (PADAM_TEST_WORKERS=0: no workers, in-process). Each worker
+# is its own process, so a Keras run's workers all take that run's KERAS_BACKEND.
+workers=${PADAM_TEST_WORKERS:-auto}
 
 # pytest exits 5 when a group collects no test: that is not a failure of the group.
 run_pytest() {
@@ -18,10 +21,10 @@ echo "== ruff"
 echo "== mypy (the public API's annotations; [tool.mypy] in pyproject.toml)"
 "$python" -m mypy || echo "mypy: findings above (report-only until the merged modules are annotated)"
 echo "== main suite (core, torch, jax, compare)"
-run_pytest tests --ignore=tests/keras -q
+run_pytest tests --ignore=tests/keras -q -n "$workers"
 if [ -d tests/keras ]; then
   for backend in tensorflow jax torch; do
     echo "== keras tests, KERAS_BACKEND=$backend"
-    KERAS_BACKEND=$backend run_pytest tests/keras -q
+    KERAS_BACKEND=$backend run_pytest tests/keras -q -n "$workers"
   done
 fi
