@@ -104,7 +104,7 @@ def test_compare_extra_brings_no_jax_and_compare_jax_brings_flax(wheel):
     assert not jax_stack & set(_closure(requirements, {"", "compare"}))
     assert not jax_stack & set(_closure(requirements, {"", "torch", "compare"}))
     assert {"jax", "optax", "flax", "tomli-w"} <= set(_closure(requirements, {"", "compare-jax"}))
-    # `all` still covers every extra but the pipelines' and the tools' (scripts/setup.sh adds those).
+    # `all` still covers every extra but the pipelines' and the tools' (setup.sh adds those).
     everything = set(_closure(requirements, {"all"}))
     for extra in ("torch", "jax", "keras", "fast", "safetensors", "compare", "compare-jax"):
         assert set(_closure(requirements, {extra})) <= everything, extra
