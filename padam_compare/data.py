@@ -20,7 +20,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 import numpy as np
 
@@ -189,7 +189,9 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         allowed[(f"{module}.multiarray", "_reconstruct")] = _checked_reconstruct(
             multiarray._reconstruct
         )
-        allowed[(f"{module}.numeric", "_frombuffer")] = numeric._frombuffer
+        # Private in NumPy (no stub), but what pickled arrays name: the reader must allow it.
+        frombuffer = numeric._frombuffer  # type: ignore[attr-defined]
+        allowed[(f"{module}.numeric", "_frombuffer")] = frombuffer
         allowed[(f"{module}.multiarray", "scalar")] = _numeric_scalar
     allowed[("numpy", "ndarray")] = np.ndarray
     allowed[("numpy", "dtype")] = np.dtype
@@ -274,7 +276,19 @@ def _key(record: dict[Any, Any], name: str) -> Any:
     raise KeyError(name)
 
 
-_CIFAR: Final = {
+class _CifarLayout(TypedDict):
+    """Where a CIFAR dataset's python-pickle files are and what their dictionaries call things."""
+
+    subdirectory: str  # torchvision's folder for it
+    train: tuple[str, ...]  # batch files
+    test: tuple[str, ...]
+    meta: str  # the file naming the classes
+    labels: str  # the batches' key of the labels
+    label_names: str  # the meta file's key of the class names
+    num_classes: int
+
+
+_CIFAR: Final[dict[str, _CifarLayout]] = {
     "cifar10": {
         "subdirectory": "cifar-10-batches-py",
         "train": tuple(f"data_batch_{index}" for index in range(1, 6)),
@@ -368,11 +382,8 @@ def load_cifar(name: str, data_dir: str | Path) -> Dataset:
     layout = _CIFAR[name]
     root = _cifar_root(name, Path(data_dir).expanduser())
     parts = {
-        split: [
-            _read_batch(root / file, layout["labels"], layout["num_classes"])
-            for file in layout[split]
-        ]
-        for split in ("train", "test")
+        split: [_read_batch(root / file, layout["labels"], layout["num_classes"]) for file in files]
+        for split, files in (("train", layout["train"]), ("test", layout["test"]))
     }
     x_train = np.concatenate([images for images, _ in parts["train"]])
     y_train = np.concatenate([labels for _, labels in parts["train"]])

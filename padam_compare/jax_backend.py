@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import flax
 import jax
@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import linen as nn
+from jax.typing import ArrayLike
 
 from padam_compare.config import CompareConfig, ConfigError, OptimizerRun
 from padam_compare.data import Dataset
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 Params = dict[str, Any]
-Schedule = Callable[[jax.Array], jax.Array]
+Schedule = Callable[[ArrayLike], jax.Array]  # step (a Python int, or traced) -> lr
 _BN_EPS: Final = 1e-5
 _BN_MOMENTUM: Final = 0.1
 
@@ -225,9 +226,14 @@ def apply_model(
     model: nn.Module, params: Params, state: Params, x: jax.Array, train: bool
 ) -> tuple[jax.Array, Params]:
     """Logits, and the state after the batch (updated running averages when training)."""
+    # linen's apply returns the output, or with mutable= (output, the updated collections); its
+    # annotation is the union of both.
     if not train:
-        return model.apply({"params": params, **state}, x, train=False), state
-    logits, new_state = model.apply({"params": params, **state}, x, train=True, mutable=list(state))
+        return cast(jax.Array, model.apply({"params": params, **state}, x, train=False)), state
+    logits, new_state = cast(
+        tuple[jax.Array, Params],
+        model.apply({"params": params, **state}, x, train=True, mutable=list(state)),
+    )
     return logits, dict(new_state)
 
 

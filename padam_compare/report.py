@@ -200,7 +200,7 @@ def plot_curves(
     FigureCanvasAgg(figure)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     labels = list(dict.fromkeys(run.label for run in runs if run.epochs))
-    colors = matplotlib.colormaps["tab10"].colors
+    colors = matplotlib.color_sequences["tab10"]
     length = max((len(run.epochs) for run in runs), default=0)
     # The accuracies end close together: an inset magnifies the second half of training.
     zoom = accuracy_axes.inset_axes((0.42, 0.08, 0.55, 0.5)) if length >= 4 else None

@@ -55,7 +55,7 @@ def _jax_backend() -> BackendFactory:
         from padam_compare.jax_backend import JaxBackend
     except ImportError as error:
         raise ConfigError(
-            f"--framework jax needs JAX, optax and flax ({error}); install padam[jax,compare]"
+            f"--framework jax needs JAX, optax and flax ({error}); install padam[compare-jax]"
         ) from error
     return JaxBackend
 

@@ -30,7 +30,7 @@ def _is_safetensors(path: Path) -> bool:
     return path.suffix == ".safetensors"
 
 
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write through ``write`` into a new temporary file next to ``path``, then rename it.
 
     The temporary name is unique (``tempfile.mkstemp``, created with ``O_EXCL``: a planted

@@ -53,7 +53,8 @@ __all__ = [
 try:
     from padam_core import _fused_cpu_loop as _loop
 except ImportError:  # pragma: no cover - exercised where numba is absent
-    _loop = None
+    # No numba: available() is False and every path that reaches _loop checks it first.
+    _loop = None  # type: ignore[assignment]
 
 CHUNK = 1 << 15  # elements per unit of parallel work (128 KiB of float32 per array)
 _VARIANT_CODES = {"reference": 0, "torch": 1, "optax": 2}
@@ -189,6 +190,7 @@ def multi_tensor_step(
         if max_exp_avg_sqs is None:
             raise ValueError("amsgrad=True needs max_exp_avg_sqs (the running maxima), got None")
         lists.append(max_exp_avg_sqs)
+    maxima = max_exp_avg_sqs if amsgrad and max_exp_avg_sqs is not None else exp_avg_sqs
     if any(len(arrays) != n for arrays in lists):
         raise ValueError(f"multi_tensor_step needs lists of one length: {[len(a) for a in lists]}")
     if variant not in _VARIANT_CODES:
@@ -200,7 +202,7 @@ def multi_tensor_step(
     groups: dict[tuple[int, np.dtype], tuple[list[tuple[int, ...]], list[int]]] = {}
     for k in range(n):
         p, g, m, v = params[k], grads[k], exp_avgs[k], exp_avg_sqs[k]
-        h = max_exp_avg_sqs[k] if amsgrad else v  # v twice: the loop skips v_hat then
+        h = maxima[k]  # without amsgrad v twice: the loop skips v_hat then
         if not (
             isinstance(p, ndarray) and isinstance(g, ndarray) and isinstance(m, ndarray)
             and isinstance(v, ndarray) and isinstance(h, ndarray)
@@ -223,10 +225,10 @@ def multi_tensor_step(
         if size:
             if key[0] != _NATIVE and param_dtype not in _BITS16:
                 p, g = p.view(np.uint16), g.view(np.uint16)  # numba cannot type bfloat16
-            rows, sizes = groups.setdefault(key, ([], []))
+            rows, row_sizes = groups.setdefault(key, ([], []))
             rows.append(_loop.addresses(p, g, m, v, h))
-            sizes.append(size)
-    hyperparameters = dict(
+            row_sizes.append(size)
+    hyperparameters: dict[str, Any] = dict(
         lr=lr, b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, variant=variant,
     )  # fmt: skip
@@ -283,7 +285,8 @@ def padam_step_inplace(
     if not supports(*arrays):
         raise TypeError("padam_step_inplace needs contiguous NumPy float32/float64 arrays alike")
     multi_tensor_step(
-        [param], [grad], [exp_avg], [exp_avg_sq], [max_exp_avg_sq] if amsgrad else None, step,
+        [param], [grad], [exp_avg], [exp_avg_sq],
+        [max_exp_avg_sq] if amsgrad and max_exp_avg_sq is not None else None, step,
         lr=lr, b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
         variant=variant,
@@ -361,9 +364,9 @@ def all_finite(arrays: Iterable[Any]) -> bool:
             array = array.view(np.uint16)  # numba types neither float16 nor bfloat16 here
         elif array.dtype.kind == "c":
             size *= 2
-        addresses, sizes = groups.setdefault(spec, ([], []))
-        addresses.append(_loop.data_address(array))
-        sizes.append(size)
+        spec_addresses, spec_sizes = groups.setdefault(spec, ([], []))
+        spec_addresses.append(_loop.data_address(array))
+        spec_sizes.append(size)
     for (unsigned, mask, limit), (address_list, size_list) in groups.items():
         addresses = np.array(address_list, dtype=np.int64)
         sizes = np.array(size_list, dtype=np.int64)

@@ -191,7 +191,7 @@ _INEXACT = ("real floating", "complex floating")
 def _check_step(step: Any) -> None:
     """A Python step count must be a whole number >= 1 (arrays: traced or host counts)."""
     if isinstance(step, bool) or (
-        isinstance(step, numbers.Real) and not (float(step).is_integer() and step >= 1)
+        isinstance(step, numbers.Real) and not (float(step).is_integer() and float(step) >= 1)
     ):
         raise ValueError(f"Invalid step value: {step!r} (expected a whole number >= 1)")
     if not isinstance(step, numbers.Real) and not hasattr(step, "dtype"):

@@ -284,7 +284,7 @@ class Padam:
             moments = (
                 state.exp_avg[name],
                 state.exp_avg_sq[name],
-                max_sq[name] if amsgrad else None,
+                max_sq[name] if amsgrad and max_sq is not None else None,
             )
             present = [array for array in moments if array is not None]
             if self.fused is not False and fused_cpu.supports(param, grad, *present):
@@ -304,7 +304,7 @@ class Padam:
         for name, result in pure.items():
             self._params[name][...] = result.param
             state.exp_avg[name], state.exp_avg_sq[name] = result.exp_avg, result.exp_avg_sq
-            if amsgrad:
+            if amsgrad and state.max_exp_avg_sq is not None:
                 state.max_exp_avg_sq[name] = result.max_exp_avg_sq
         self.state = state._replace(count=count)
 
@@ -394,13 +394,16 @@ class Padam:
             "partial": saved if isinstance(saved, dict) else float(saved),  # JSON: a float
         }
         if str(path).endswith(".safetensors"):
-            moments = {
-                moment: None if arrays is None else [_to_host(arrays[name]) for name in self._names]
-                for moment in _MOMENTS
-                for arrays in [getattr(self.state, moment)]
-            }
+
+            def host(arrays: Mapping[str, Any]) -> list[np.ndarray]:
+                return [_to_host(arrays[name]) for name in self._names]
+
+            maxima = self.state.max_exp_avg_sq
             lr = self.lr if not callable(self.lr) else repr(self.lr)
-            write_state_file(path, step=self.count, **moments, names=self._names,
+            write_state_file(path, step=self.count, exp_avg=host(self.state.exp_avg),
+                             exp_avg_sq=host(self.state.exp_avg_sq),
+                             max_exp_avg_sq=None if maxima is None else host(maxima),
+                             names=self._names,
                              variant=self.hyperparameters["variant"],
                              amsgrad=self.hyperparameters["amsgrad"],
                              hyperparameters={"lr": lr, **recorded,

@@ -18,8 +18,8 @@ run_pytest() {
 
 echo "== ruff"
 "$python" -m ruff check .
-echo "== mypy (the public API's annotations; [tool.mypy] in pyproject.toml)"
-"$python" -m mypy || echo "mypy: findings above (report-only until the merged modules are annotated)"
+echo "== mypy (every package's annotations; [tool.mypy] in pyproject.toml)"
+"$python" -m mypy
 echo "== main suite (core, torch, jax, compare)"
 run_pytest tests --ignore=tests/keras -q -n "$workers"
 if [ -d tests/keras ]; then

@@ -114,7 +114,10 @@ def padam(
       Chen et al., "Closing the Generalization Gap of Adaptive Gradient Methods in Training Deep
       Neural Networks", arXiv:1806.06763 (IJCAI 2020).
     """
-    checked = {"maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay}
+    checked: dict[str, Any] = {
+        "maximize": maximize,
+        "decoupled_weight_decay": decoupled_weight_decay,
+    }
     # Every value that is not a schedule is checked: None in particular is refused (optax reads
     # learning_rate=None as "no scaling", which would silently ascend).
     if not callable(learning_rate) or learning_rate is None:

@@ -79,6 +79,7 @@ def state_from_arrays(arrays: Mapping[str, Any], *, like: Any) -> Any:
     checkpoint of another optimizer's state types (e.g. ``optax.amsgrad``). Every array is
     copied.
     """
+    treedef: Any  # jaxlib ships no stub for PyTreeDef (flatten_up_to, unflatten)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
     if TYPES_KEY in arrays:
         try:

@@ -51,6 +51,7 @@ def save_state(
     Reads the arrays to the host (call it outside ``jit``). ``variant`` is the optimizer's.
     """
     state = _padam_state(opt_state)
+    treedef: Any  # jaxlib ships no stub for PyTreeDef (flatten_up_to, unflatten)
     paths_and_mus, treedef = jax.tree_util.tree_flatten_with_path(state.mu)
     names = [jax.tree_util.keystr(path) or "<root>" for path, _ in paths_and_mus]
     nu_max = state.nu_max
@@ -78,6 +79,7 @@ def load_state(path: str | os.PathLike[str], *, like: Any, variant: str = DEFAUL
     values, variant, amsgrad): a ``ValueError`` means nothing was built.
     """
     state = _padam_state(like)
+    treedef: Any  # jaxlib ships no stub for PyTreeDef (flatten_up_to, unflatten)
     paths_and_mus, treedef = jax.tree_util.tree_flatten_with_path(state.mu)
     nus = treedef.flatten_up_to(state.nu)
     specs = [

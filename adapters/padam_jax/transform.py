@@ -36,7 +36,9 @@ _CHECKED_NAMES = {"b1": "b1", "b2": "b2", "eps": "eps"}
 class ScaleByPadamState(NamedTuple):
     """State of :func:`scale_by_padam` (the names of ``optax.scale_by_amsgrad``)."""
 
-    count: jax.Array  # t, steps taken so far (int32, saturates like every optax count)
+    # t, steps taken so far (int32, saturates like every optax count). The name is optax's; as a
+    # NamedTuple field it shadows tuple.count, which mypy reports (optax's own states do the same).
+    count: jax.Array  # type: ignore[assignment]
     mu: optax.Updates  # m, first moment (mu_dtype; float32 for 16-bit parameters by default)
     nu: optax.Updates  # v, second moment (real, even for complex parameters)
     nu_max: optax.Updates | None  # v_hat, max of v (variant optax: of v/bc2); None w/o amsgrad
@@ -255,6 +257,7 @@ def _scale_by_padam(
                 "scale_by_padam(amsgrad=True) got a state without nu_max: it was created "
                 "with amsgrad=False"
             )
+        treedef: Any  # jaxlib ships no stub for PyTreeDef (flatten_up_to, unflatten)
         paths_and_grads, treedef = jax.tree_util.tree_flatten_with_path(updates)
         try:
             mus = treedef.flatten_up_to(state.mu)

@@ -64,12 +64,17 @@ def _kernel_namespace() -> Any:
     if _NAMESPACE is None:
         backend = keras.backend.backend()
         if backend == "jax":
-            import jax.numpy as namespace
+            import jax.numpy as jax_numpy
+
+            _NAMESPACE = jax_numpy
         elif backend == "torch":
-            from array_api_compat import torch as namespace
+            from array_api_compat import torch as torch_namespace
+
+            _NAMESPACE = torch_namespace
         else:
-            from padam_keras import keras_ops_namespace as namespace
-        _NAMESPACE = namespace
+            from padam_keras import keras_ops_namespace
+
+            _NAMESPACE = keras_ops_namespace
     return _NAMESPACE
 
 
@@ -126,7 +131,10 @@ def _xla_padam_step(static: tuple[tuple[str, Any], ...], signature: Any) -> Any:
     import tensorflow as tf
 
     def step(arrays: tuple[Any, ...], dynamic: dict[str, Any]) -> Any:
-        return padam_step(*arrays, **dict(static), **dynamic)
+        param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, count = arrays
+        return padam_step(
+            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, count, **dict(static), **dynamic
+        )
 
     return tf.function(step, jit_compile=True, autograph=False)
 
@@ -169,7 +177,7 @@ def _float64_variables() -> bool:
         return True
     import jax
 
-    return bool(jax.config.jax_enable_x64)
+    return bool(jax.config.read("jax_enable_x64"))
 
 
 # Padam's variables after the slots (not in Keras's Adam): a weight list or a saved store
@@ -260,6 +268,7 @@ class Padam(keras.optimizers.Optimizer):
 
     # While building slots for a float16/bfloat16 variable this holds "float32" (see build).
     _slot_dtype_override: str | None = None
+    built: bool  # keras.optimizers.Optimizer's flag (Keras is untyped: declared for mypy)
 
     def __init__(
         self,
@@ -489,7 +498,7 @@ class Padam(keras.optimizers.Optimizer):
         if not self.built:
             # As the base class (so p's variable and skipped_steps exist for what follows).
             with keras.name_scope(self.name, caller=self):
-                self.build(list(trainable_variables))
+                self.build(list(variables))
             self.built = True
         # p of this step, before anything is written (a schedule returning 0.7 raises here).
         object.__setattr__(self, "_current_partial", self._step_partial())
@@ -626,8 +635,12 @@ class Padam(keras.optimizers.Optimizer):
         lr = float(_read(learning_rate))
         for (weight_decay, decoupled), members in rows.items():
             columns = list(zip(*members, strict=True))
+            param_arrays, grad_arrays, m_arrays, v_arrays = columns[:4]
             fused_cpu.multi_tensor_step(
-                *columns[:4],
+                param_arrays,
+                grad_arrays,
+                m_arrays,
+                v_arrays,
                 columns[4] if self.amsgrad else None,
                 step,
                 lr=lr,
@@ -850,9 +863,10 @@ def _static_shape(value: Any) -> tuple[int | None, ...]:
     return tuple(None if d is None else int(d) for d in shape)
 
 
-Padam.__doc__ = Padam.__doc__.replace(
-    "{{base_optimizer_keyword_args}}",
-    "name, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,\n"
-    "            ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps: as\n"
-    "            for every ``keras.optimizers.Optimizer`` (``weight_decay`` is decoupled).",
-)
+if Padam.__doc__ is not None:  # None under python -OO
+    Padam.__doc__ = Padam.__doc__.replace(
+        "{{base_optimizer_keyword_args}}",
+        "name, weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,\n"
+        "            ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps: as\n"
+        "            for every ``keras.optimizers.Optimizer`` (``weight_decay`` is decoupled).",
+    )

@@ -17,7 +17,7 @@ step count is ``optimizer.iterations`` (which also drives a learning-rate schedu
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -28,7 +28,15 @@ from padam_keras.optimizer import Padam
 __all__ = ["load_state", "save_state"]
 
 
-def _slots(optimizer: Any) -> tuple[Padam, list[Any], dict[str, list[Any] | None]]:
+class _Slots(NamedTuple):
+    """A built Padam's slot variables, one per trainable variable, by state-file moment."""
+
+    exp_avg: list[Any]  # m: optimizer._momentums
+    exp_avg_sq: list[Any]  # v: optimizer._velocities
+    max_exp_avg_sq: list[Any] | None  # v_hat: optimizer._velocity_hats (None without amsgrad)
+
+
+def _slots(optimizer: Any) -> tuple[Padam, list[Any], _Slots]:
     """The Padam optimizer (unwrapped from a LossScaleOptimizer), its variables and slots."""
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     if not isinstance(optimizer, Padam):
@@ -38,11 +46,11 @@ def _slots(optimizer: Any) -> tuple[Padam, list[Any], dict[str, list[Any] | None
             "the optimizer is not built yet: call optimizer.build(model.trainable_variables) "
             "(or train one step) first"
         )
-    slots = {
-        "exp_avg": list(optimizer._momentums),
-        "exp_avg_sq": list(optimizer._velocities),
-        "max_exp_avg_sq": list(optimizer._velocity_hats) if optimizer.amsgrad else None,
-    }
+    slots = _Slots(
+        exp_avg=list(optimizer._momentums),
+        exp_avg_sq=list(optimizer._velocities),
+        max_exp_avg_sq=list(optimizer._velocity_hats) if optimizer.amsgrad else None,
+    )
     return optimizer, list(optimizer._trainable_variables), slots
 
 
@@ -75,15 +83,16 @@ def save_state(path: str | os.PathLike[str], optimizer: Padam) -> None:
         key: value if isinstance(value, (str, bool, type(None))) else float(value)
         for key, value in recorded.items()
     }
+
+    def host(slot_variables: list[Any]) -> list[np.ndarray]:
+        return [keras.ops.convert_to_numpy(v) for v in slot_variables]
+
     write_state_file(
         path,
         step=int(keras.ops.convert_to_numpy(optimizer.iterations)),
-        **{
-            moment: None
-            if variables_ is None
-            else [keras.ops.convert_to_numpy(v) for v in variables_]
-            for moment, variables_ in slots.items()
-        },
+        exp_avg=host(slots.exp_avg),
+        exp_avg_sq=host(slots.exp_avg_sq),
+        max_exp_avg_sq=None if slots.max_exp_avg_sq is None else host(slots.max_exp_avg_sq),
         names=[_name(variable) for variable in variables],
         variant=optimizer.variant,
         amsgrad=optimizer.amsgrad,
@@ -101,7 +110,7 @@ def load_state(path: str | os.PathLike[str], optimizer: Padam) -> None:
     optimizer, variables, slots = _slots(optimizer)
     specs = [
         TensorSpec(_name(variable), tuple(int(n) for n in variable.shape),
-                   _dtype(slots["exp_avg_sq"][index]), _dtype(slots["exp_avg"][index]))
+                   _dtype(slots.exp_avg_sq[index]), _dtype(slots.exp_avg[index]))
         for index, variable in enumerate(variables)
     ]  # fmt: skip
     loaded = read_state_file(path, expected=specs, variant=optimizer.variant,
@@ -109,7 +118,7 @@ def load_state(path: str | os.PathLike[str], optimizer: Padam) -> None:
     assignments = [
         (optimizer.iterations, np.asarray(loaded.step, dtype=_dtype(optimizer.iterations)))
     ]
-    for moment, slot_variables in slots.items():
+    for moment, slot_variables in slots._asdict().items():
         if slot_variables is not None:
             assignments.extend(zip(slot_variables, getattr(loaded, moment), strict=True))
     # Convert everything first: a failing conversion leaves every variable as it was.

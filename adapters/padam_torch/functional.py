@@ -14,7 +14,8 @@ r"""The functional Padam for torch tensors and its two implementations (one sign
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeGuard, cast
 
 import array_api_compat.torch as torch_namespace
 import torch
@@ -37,6 +38,8 @@ from padam_torch import fused as fused_path
 __all__ = ["padam"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+# A list of tensors as torch._foreach_* take it (and return it: a tuple, in torch's stubs).
+_Tensors = list[Tensor] | tuple[Tensor, ...]
 
 
 def padam(
@@ -191,7 +194,7 @@ def _single_tensor_padam(
             # As torch: real and imaginary parts are separate real parameters.
             param, grad = torch.view_as_real(param), torch.view_as_real(grad)
             exp_avg, exp_avg_sq = torch.view_as_real(exp_avg), torch.view_as_real(exp_avg_sq)
-            if amsgrad:
+            if max_exp_avg_sq is not None:  # amsgrad
                 max_exp_avg_sq = torch.view_as_real(max_exp_avg_sq)
         # In slices of _SLICE elements, so the kernel's temporaries (about six arrays the size
         # of what it is given) stay small; elementwise maths, so the same numbers.
@@ -221,40 +224,51 @@ def _single_tensor_padam(
             param.copy_(result.param)
             exp_avg.copy_(result.exp_avg)
             exp_avg_sq.copy_(result.exp_avg_sq)
-            if amsgrad:
+            if max_exp_avg_sq is not None and result.max_exp_avg_sq is not None:  # amsgrad
                 max_exp_avg_sq.copy_(result.max_exp_avg_sq)
 
 
 _SLICE = 1 << 18  # elements (1 MiB of float32) per kernel call of the single-tensor path
 
 
-def _slices(*tensors: Tensor | None, whole: bool) -> list[tuple[Tensor | None, ...]]:
-    """``tensors`` cut into flat slices of ``_SLICE`` elements; whole when small, when
+# param, grad, exp_avg, exp_avg_sq and max_exp_avg_sq (None without amsgrad), or slices of them.
+_Step = tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]
+
+
+def _slices(
+    param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
+    max_exp_avg_sq: Tensor | None, *, whole: bool,
+) -> list[_Step]:  # fmt: skip
+    """The tensors cut into flat slices of ``_SLICE`` elements; whole when small, when
     ``whole`` (differentiable: autograd sees the tensors as they are) or not contiguous."""
+    tensors: _Step = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
     present = [t for t in tensors if t is not None]
-    size = present[0].numel()
+    size = param.numel()
     if whole or size <= _SLICE or not all(t.is_contiguous() for t in present):
         return [tensors]
-    flats = [None if t is None else t.view(-1) for t in tensors]
+    flat_param, flat_grad, flat_m, flat_v = (t.view(-1) for t in tensors[:4])
+    flat_max = None if max_exp_avg_sq is None else max_exp_avg_sq.view(-1)
+    pieces: list[_Step] = []
+    for start in range(0, size, _SLICE):
+        end = start + _SLICE
+        maximum = None if flat_max is None else flat_max[start:end]
+        pieces.append((flat_param[start:end], flat_grad[start:end], flat_m[start:end],
+                       flat_v[start:end], maximum))  # fmt: skip
+    return pieces
+
+
+def _host_bias_corrections(beta: float, steps: list[Tensor], *, dtype: torch.dtype) -> list[float]:
+    """``1 - beta^t`` per tensor as ``-expm1(t * log(beta))``, exactly as padam_core does:
+    host steps give Python doubles (``padam_core.bias_correction`` itself, on Python numbers)."""
     return [
-        tuple(None if flat is None else flat[start : start + _SLICE] for flat in flats)
-        for start in range(0, size, _SLICE)
+        padam_core.bias_correction(beta, _get_value(step), xp=torch_namespace, dtype=dtype)
+        for step in steps
     ]
 
 
-def _bias_corrections(
-    beta: float, steps: list[Tensor], *, on_device: bool, dtype: torch.dtype
-) -> list[float] | list[Tensor]:
-    """``1 - beta^t`` per tensor as ``-expm1(t * log(beta))``, exactly as padam_core does.
-
-    Host steps give Python doubles (``padam_core.bias_correction`` itself, on Python numbers);
-    ``on_device`` keeps them as tensors of ``dtype`` (capturable, compiled) with no host read.
-    """
-    if not on_device:  # Python numbers in, Python double out: padam_core's own function
-        return [
-            padam_core.bias_correction(beta, _get_value(step), xp=torch_namespace, dtype=dtype)
-            for step in steps
-        ]
+def _device_bias_corrections(beta: float, steps: list[Tensor], *, dtype: torch.dtype) -> _Tensors:
+    """:func:`_host_bias_corrections` kept as tensors of ``dtype`` (capturable, compiled): the
+    same ``-expm1(t * log(beta))``, with no host read."""
     log_beta = math.log(beta) if beta > 0 else -math.inf  # expm1(-inf) = -1: bc = 1 at beta = 0
     corrections = torch._foreach_mul([step.to(dtype) for step in steps], log_beta)
     torch._foreach_expm1_(corrections)
@@ -262,7 +276,7 @@ def _bias_corrections(
     return corrections
 
 
-def _partial_power_(roots: list[Tensor], partial: float) -> None:
+def _partial_power_(roots: _Tensors, partial: float) -> None:
     """``roots ** (2 * partial)`` in place, where ``roots`` already are square roots (so x^p).
 
     Repeated ``_foreach_sqrt_`` for partial in {1/2, 1/4, 1/8, 1/16} (as padam_core); the
@@ -273,6 +287,11 @@ def _partial_power_(roots: list[Tensor], partial: float) -> None:
             torch._foreach_sqrt_(roots)
     else:
         torch._foreach_pow_(roots, 2.0 * partial)
+
+
+def _all_floats(values: list[float | Tensor]) -> TypeGuard[list[float]]:
+    """Whether the per-tensor scales are Python floats (host steps and lr), not 0-d tensors."""
+    return all(isinstance(value, float) for value in values)
 
 
 def _group_by_device_and_dtype(
@@ -330,6 +349,7 @@ def _multi_tensor_padam(
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps
     )
     for (device, _dtype), lists in grouped.items():
+        device_grads: _Tensors  # the foreach ops that make new gradients return tuples
         device_params, device_grads, device_exp_avgs, device_exp_avg_sqs = lists[:4]
         device_max_exp_avg_sqs, device_steps = lists[4], lists[5]
         if has_complex:
@@ -391,13 +411,19 @@ def _multi_tensor_padam(
         torch._foreach_clamp_max_(device_exp_avg_sqs, largest)
         del device_grads
 
-        bc1 = _bias_corrections(beta1, device_steps, on_device=steps_on_device, dtype=compute_dtype)
-        bc2 = _bias_corrections(beta2, device_steps, on_device=steps_on_device, dtype=compute_dtype)
+        bc1: list[float] | _Tensors
+        bc2: list[float] | _Tensors
+        sqrt_bc2: list[float] | _Tensors
         if steps_on_device:
-            sqrt_bc2 = torch._foreach_sqrt(bc2)
+            bc1 = _device_bias_corrections(beta1, device_steps, dtype=compute_dtype)
+            bc2 = device_bc2 = _device_bias_corrections(beta2, device_steps, dtype=compute_dtype)
+            sqrt_bc2 = torch._foreach_sqrt(device_bc2)
         else:
-            sqrt_bc2 = [math.sqrt(correction) for correction in bc2]
+            bc1 = _host_bias_corrections(beta1, device_steps, dtype=compute_dtype)
+            bc2 = host_bc2 = _host_bias_corrections(beta2, device_steps, dtype=compute_dtype)
+            sqrt_bc2 = [math.sqrt(correction) for correction in host_bc2]
 
+        second: _Tensors
         if variant == "optax":
             second = torch._foreach_div(device_exp_avg_sqs, bc2)
             torch._foreach_clamp_max_(second, largest)
@@ -409,36 +435,40 @@ def _multi_tensor_padam(
 
         # theta -= scale * m / denominator, with a per-tensor scale (Python floats, or 0-d
         # tensors when the steps or lr are tensors), associated as in the kernel.
-        denominator: list[Tensor] | None = torch._foreach_sqrt(second)
+        roots = torch._foreach_sqrt(second)
+        denominator: _Tensors | None = roots
+        scale: list[float | Tensor]
         if variant == "reference":
-            scale = [device_lr * root / bc for root, bc in zip(sqrt_bc2, bc1, strict=True)]
-            torch._foreach_add_(denominator, eps)
+            pairs: Iterable[tuple[float | Tensor, float | Tensor]] = zip(sqrt_bc2, bc1, strict=True)
+            scale = [device_lr * root / bc for root, bc in pairs]
+            torch._foreach_add_(roots, eps)
             if partial == 0:
                 denominator = None  # (sqrt(v_hat) + eps)^0 = 1 exactly
             else:
-                _partial_power_(denominator, partial)
+                _partial_power_(roots, partial)
         else:
             scale = [device_lr / bc for bc in bc1]
             if variant == "torch":
-                torch._foreach_div_(denominator, sqrt_bc2)
+                torch._foreach_div_(roots, sqrt_bc2)
             if partial == 0:
-                denominator = [torch.full_like(t, 1.0 + eps) for t in denominator]  # x^0 = 1
+                denominator = [torch.full_like(t, 1.0 + eps) for t in roots]  # x^0 = 1
             else:
-                _partial_power_(denominator, partial)
-                torch._foreach_add_(denominator, eps)
+                _partial_power_(roots, partial)
+                torch._foreach_add_(roots, eps)
 
-        if all(isinstance(value, float) for value in scale):
+        if _all_floats(scale):
             negated = [-value for value in scale]
             if denominator is None:
                 torch._foreach_add_(thetas, torch._foreach_mul(device_exp_avgs, negated))
             else:
                 torch._foreach_addcdiv_(thetas, device_exp_avgs, denominator, negated)
         else:
+            scale_tensors = cast(list[Tensor], scale)  # 0-d tensors: the steps or lr are tensors
             if denominator is None:
-                updates = torch._foreach_mul(device_exp_avgs, scale)
+                updates = torch._foreach_mul(device_exp_avgs, scale_tensors)
             else:
                 updates = torch._foreach_div(device_exp_avgs, denominator)
-                torch._foreach_mul_(updates, scale)
+                torch._foreach_mul_(updates, scale_tensors)
             torch._foreach_sub_(thetas, updates)
 
         if low_precision:

@@ -175,7 +175,7 @@ def _persistent_arrays(
 # fused_cpu's internals (the loop, its scalars and configuration tags): where they are missing
 # the public multi_tensor_step is used instead, with the same results.
 
-_NUMPY_DTYPES = {
+_NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {
     torch.float64: np.dtype(np.float64),
     torch.float32: np.dtype(np.float32),
     torch.float16: np.dtype(np.float16),
@@ -238,7 +238,9 @@ def _threads(chunks: int) -> Iterator[None]:
     idle threads for a small step costs more than the step (milliseconds on a busy machine)."""
     import numba
 
-    wanted = max(1, min(torch.get_num_threads(), chunks, numba.config.NUMBA_NUM_THREADS))
+    # numba.config sets its attributes at import time: mypy's analysis of numba cannot see them.
+    limit = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    wanted = max(1, min(torch.get_num_threads(), chunks, limit))
     current = numba.get_num_threads()
     if wanted == current:
         yield
@@ -328,7 +330,7 @@ def fused_padam(
     variant: str,
     capturable: bool,
     differentiable: bool,
-    views: dict[int, Any] | None = None,
+    views: dict[Any, Any] | None = None,
 ) -> None:
     """One fused step over ``params``; ``views`` (kept by the optimizer) caches NumPy views.
 
@@ -391,7 +393,7 @@ def fused_padam(
             grad = torch.view_as_real(grad)
         arrays = _persistent_arrays(kept, old, new, convert)
         flat_grad = _flat(grad) if arrays is not None and grad.stride() == param.stride() else None
-        if flat_grad is not None:
+        if arrays is not None and flat_grad is not None:
             arrays = [arrays[0], convert(flat_grad), *arrays[1:]]
         else:  # laid out differently: contiguous copies, written back after the kernel
             layout = _Copies([kept[0], grad, *kept[1:]])
@@ -405,15 +407,17 @@ def fused_padam(
             target.append(array)
 
     for (device, _dtype, step), lists in buckets.items():
+        kernel = kernels[device]
+        assert kernel is not None  # checked for every parameter above
         if device == "cuda":
-            kernels[device](
+            kernel(
                 lists[0], lists[1], lists[2], lists[3], lists[4] if amsgrad else None, step + 1,
                 **hyperparameters, stream=torch.cuda.current_stream().cuda_stream,
             )  # fmt: skip
             continue
         chunks = sum(-(-array.size // (1 << 15)) for array in lists[0])
         with _threads(chunks):
-            kernels[device](
+            kernel(
                 lists[0], lists[1], lists[2], lists[3], lists[4] if amsgrad else None, step + 1,
                 **hyperparameters,
             )  # fmt: skip

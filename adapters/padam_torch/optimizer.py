@@ -23,7 +23,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping
 from itertools import chain
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -239,7 +239,7 @@ class Padam(Optimizer):
         fused: bool | None = None,
         skip_nonfinite: bool = False,
     ) -> None:
-        defaults = {
+        defaults: dict[str, Any] = {
             "lr": lr,
             "betas": betas,
             "eps": eps,
@@ -342,6 +342,12 @@ class Padam(Optimizer):
             state_steps.append(state["step"])
         return has_complex
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @_use_grad_for_differentiable
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform a single optimization step.
@@ -393,13 +399,13 @@ class Padam(Optimizer):
         # The non-finite guard: one read of every gradient of every group, before any state is
         # created or anything is written; a NaN/inf anywhere skips the whole step.
         if any(group.get("skip_nonfinite") for group in self.param_groups):
-            grads = [
+            every_grad = [
                 param.grad
                 for group in self.param_groups
                 for param in group["params"]
                 if param.grad is not None
             ]
-            if not _all_finite(grads):
+            if not _all_finite(every_grad):
                 self.skipped_steps += 1
                 return loss
 
@@ -421,6 +427,8 @@ class Padam(Optimizer):
                 state_steps,
             )
 
+            # (p, the indices of the params stepped with it; None: all of them)
+            buckets: list[tuple[Any, list[int] | None]]
             if group_partials is None:
                 buckets = [(group["partial"], None)]
             elif len(group_partials) == 1:  # the usual case: one count, one call for the group
@@ -434,7 +442,8 @@ class Padam(Optimizer):
             for partial, indices in buckets:
                 lists = (params_with_grad, grads, exp_avgs, exp_avg_sqs, state_steps)
                 if indices is not None:
-                    lists = tuple([items[i] for i in indices] for items in lists)
+                    picked = [[items[i] for i in indices] for items in lists]
+                    lists = (picked[0], picked[1], picked[2], picked[3], picked[4])
                     maxima = [max_exp_avg_sqs[i] for i in indices] if group["amsgrad"] else []
                     complex_bucket = any(torch.is_complex(p) for p in lists[0])
                 else:

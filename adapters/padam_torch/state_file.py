@@ -121,7 +121,11 @@ def save_state(path: str | os.PathLike[str], optimizer: Padam) -> None:
     }
     if isinstance(recorded["partial"], Schedule):  # a schedule records its config
         recorded["partial"] = recorded["partial"].get_config()
-    write_state_file(path, step=int(step), **moments, names=[name for name, _, _ in entries],
+    exp_avg, exp_avg_sq = moments["exp_avg"], moments["exp_avg_sq"]
+    assert exp_avg is not None and exp_avg_sq is not None  # only max_exp_avg_sq may be None
+    write_state_file(path, step=int(step), exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
+                     max_exp_avg_sq=moments["max_exp_avg_sq"],
+                     names=[name for name, _, _ in entries],
                      variant=variant, amsgrad=amsgrad, hyperparameters=recorded,
                      writer=f"padam_torch (torch {torch.__version__})")  # fmt: skip
 

@@ -158,3 +158,29 @@ def test_torch_comparison_imports_neither_jax_nor_flax():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_jax_comparison_without_flax_names_the_extra_that_brings_it():
+    """flax is in the compare-jax extra, not compare: the error says which extra to install."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys\n"
+        "sys.modules['flax'] = None  # as if flax were not installed: importing it fails\n"
+        "from padam_compare import runner\n"
+        "from padam_compare.config import ConfigError\n"
+        "try:\n"
+        "    runner.BACKENDS['jax']()\n"
+        "except ConfigError as error:\n"
+        "    print(error)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "adapters")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "flax" in done.stdout and "padam[compare-jax]" in done.stdout, done.stdout

@@ -97,6 +97,19 @@ def test_keras_extra_needs_no_tensorflow(wheel):
     assert "tensorflow" in _closure(requirements, {"keras-tensorflow"})
 
 
+def test_compare_extra_brings_no_jax_and_compare_jax_brings_flax(wheel):
+    """`padam compare` for torch users pulls no JAX stack; --framework jax's extra has all of it."""
+    requirements = _requirements(wheel)
+    jax_stack = {"jax", "jaxlib", "optax", "flax", "orbax-checkpoint"}
+    assert not jax_stack & set(_closure(requirements, {"", "compare"}))
+    assert not jax_stack & set(_closure(requirements, {"", "torch", "compare"}))
+    assert {"jax", "optax", "flax", "tomli-w"} <= set(_closure(requirements, {"", "compare-jax"}))
+    # `all` still covers every extra but the pipelines' and the tools' (setup.sh adds those).
+    everything = set(_closure(requirements, {"all"}))
+    for extra in ("torch", "jax", "keras", "fast", "safetensors", "compare", "compare-jax"):
+        assert set(_closure(requirements, {extra})) <= everything, extra
+
+
 def test_no_extra_pins_an_exact_version(wheel):
     pinned = [str(r) for r in _requirements(wheel) if any(s.operator == "==" for s in r.specifier)]
     assert pinned == []
