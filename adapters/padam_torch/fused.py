@@ -299,9 +299,7 @@ def plan_count(plan: _Plan, grads: list[Tensor]) -> int | None:
     return int(count)
 
 
-def run_plan(
-    plan: _Plan, grads: list[Tensor], count: int, hyperparameters: dict[str, Any]
-) -> None:
+def run_plan(plan: _Plan, grads: list[Tensor], count: int, hyperparameters: dict[str, Any]) -> None:
     """Step 1 + ``count`` through the plan, after :func:`plan_count` accepted ``grads``; the
     step counts are incremented after the kernel returns."""
     core = _cpu_internals()
