@@ -201,7 +201,18 @@ def _cpu_internals() -> Any | None:
 
 # The step counts a plan can read and increment in memory: 0-d CPU tensors of these dtypes
 # (torch's _get_scalar_dtype(): float32, or float64 under a float64 default dtype).
-_STEP_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_STEP_DTYPES: dict[torch.dtype, np.dtype[Any]] = {
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+}
+
+
+def _internals() -> Any:
+    """:func:`_cpu_internals` where a plan exists (so they do)."""
+    core = _cpu_internals()
+    if core is None:  # pragma: no cover - a plan is only built with them
+        raise RuntimeError("padam_core.fused_cpu's compiled loop is not available")
+    return core
 
 
 class _Plan:
@@ -292,7 +303,7 @@ def plan_count(plan: _Plan, grads: list[Tensor]) -> int | None:
     sizes = np.fromiter(map(Tensor.numel, grads), np.int64, len(grads))
     if not np.array_equal(sizes, plan.sizes):
         return None
-    core = _cpu_internals()
+    core = _internals()
     count = core._loop.common_count(plan.step_addresses, plan.step_like)
     if not math.isfinite(count):  # counts differ (params that skipped steps), or inf/NaN
         return None
@@ -302,7 +313,7 @@ def plan_count(plan: _Plan, grads: list[Tensor]) -> int | None:
 def run_plan(plan: _Plan, grads: list[Tensor], count: int, hyperparameters: dict[str, Any]) -> None:
     """Step 1 + ``count`` through the plan, after :func:`plan_count` accepted ``grads``; the
     step counts are incremented after the kernel returns."""
-    core = _cpu_internals()
+    core = _internals()
     step = count + 1
     plan.addresses[:, 1] = np.fromiter(map(Tensor.data_ptr, grads), np.int64, len(grads))
     amsgrad, partial = hyperparameters["amsgrad"], hyperparameters["partial"]
