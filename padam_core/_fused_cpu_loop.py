@@ -432,3 +432,28 @@ def all_finite_kernel_serial(addresses, chunks, like, mask, limit):
         if _largest_magnitude(bits, chunks[c, 1], chunks[c, 2], mask) >= limit:
             return False
     return True
+
+
+# ---- step counts kept as scalars in memory (torch's 0-d ``step`` tensors) -----------------
+
+
+@_jit()
+def common_count(addresses, like):
+    """The value every scalar at ``addresses`` (of ``like``'s dtype) holds, as a float64, or
+    NaN where they differ (or there are none): one pass instead of a host read per count."""
+    if addresses.shape[0] == 0:
+        return np.nan
+    first = np.float64(_pointer(addresses[0], like)[0])
+    for k in range(1, addresses.shape[0]):
+        if np.float64(_pointer(addresses[k], like)[0]) != first:
+            return np.nan
+    return first
+
+
+@_jit()
+def increment_counts(addresses, like):
+    """Add 1 to every scalar at ``addresses``: for float32 the sum is exact in float64 and is
+    rounded once on the store, so the bits are those of a float32 ``count + 1``."""
+    for k in range(addresses.shape[0]):
+        count = _pointer(addresses[k], like)
+        count[0] = count[0] + 1.0

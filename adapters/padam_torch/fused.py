@@ -18,6 +18,7 @@ import contextlib
 import functools
 import importlib
 import itertools
+import math
 import operator
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -190,24 +191,49 @@ def _cpu_internals() -> Any | None:
     from padam_core import fused_cpu
 
     names = ("_loop", "_scalars", "_group_key", "_MODE_TAG_LENGTH", "_VARIANT_CODES", "CHUNK")
+    loop_names = ("multi_tensor_kernel", "common_count", "increment_counts")
     if not fused_cpu.available() or not all(hasattr(fused_cpu, name) for name in names):
+        return None
+    if not all(hasattr(fused_cpu._loop, name) for name in loop_names):
         return None
     return fused_cpu
 
 
+# The step counts a plan can read and increment in memory: 0-d CPU tensors of these dtypes
+# (torch's _get_scalar_dtype(): float32, or float64 under a float64 default dtype).
+_STEP_DTYPES: dict[torch.dtype, np.dtype[Any]] = {
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+}
+
+
+def _internals() -> Any:
+    """:func:`_cpu_internals` where a plan exists (so they do)."""
+    core = _cpu_internals()
+    if core is None:  # pragma: no cover - a plan is only built with them
+        raise RuntimeError("padam_core.fused_cpu's compiled loop is not available")
+    return core
+
+
 class _Plan:
-    """The address table of one group's parameters and state, and what validates it."""
+    """The address table of one group's parameters, state and step counts, and what
+    validates it; :func:`plan_count` and :func:`run_plan` step through it."""
 
-    __slots__ = ("addresses", "chunks", "compute", "key", "kind", "raw_like", "shapes")
+    __slots__ = (
+        "addresses", "chunks", "compute", "dtypes", "key", "kind", "raw_like", "sizes",
+        "step_addresses", "step_like", "written",
+    )  # fmt: skip
 
-    def __init__(self, key: tuple[Any, ...], tensors: list[list[Tensor]], core: Any) -> None:
+    def __init__(
+        self, key: tuple[Any, ...], tensors: list[list[Tensor]], steps: list[Tensor], core: Any
+    ) -> None:
         params = tensors[0]
         self.key = key
-        self.shapes = list(map(Tensor.size, params))
         dtype = params[0].dtype
+        self.dtypes = {dtype}
         state = _NUMPY_DTYPES[torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype]
         self.kind, self.compute = core._group_key(np.empty(0, _NUMPY_DTYPES[dtype]), state)
-        sizes = np.fromiter(map(Tensor.numel, params), np.int64, len(params))
+        sizes = self.sizes = np.fromiter(map(Tensor.numel, params), np.int64, len(params))
         self.addresses = np.empty((len(params), 5), dtype=np.int64)
         # (param, grad, m, v, v_hat); without amsgrad v stands in for v_hat (never written).
         moments = tensors[1:] if len(tensors) == 4 else [tensors[1], tensors[2], tensors[2]]
@@ -219,16 +245,100 @@ class _Plan:
         start = (np.arange(owner.size, dtype=np.int64) - first_chunk[owner]) * core.CHUNK
         self.chunks = np.stack([owner, start, np.minimum(start + core.CHUNK, sizes[owner])], 1)
         self.raw_like = np.empty(0, self.compute if self.kind == 0 else np.uint16)
+        self.step_addresses = np.fromiter(map(Tensor.data_ptr, steps), np.int64, len(steps))
+        self.step_like = np.empty(0, _STEP_DTYPES[steps[0].dtype])
+        # Written through raw addresses: their version counters are bumped by hand, as an
+        # in-place torch op would (autograd's check for tensors saved for backward relies on it).
+        self.written = list(itertools.chain(*tensors, steps))
 
 
-def _plan_key(tensors: list[list[Tensor]]) -> tuple[Any, ...]:
+def plannable(tensors: list[list[Tensor]], steps: list[Tensor]) -> bool:
+    """Whether a :class:`_Plan` can hold these tensors (``tensors``: params, then each state
+    list): one real dtype of contiguous CPU tensors, the moments in its compute dtype, and
+    0-d CPU step counts of one float dtype."""
+    params = tensors[0]
+    if not params or _cpu_internals() is None:
+        return False
+    dtypes = set(map(_dtype_of, params))
+    if len(dtypes) != 1:
+        return False
+    dtype = dtypes.pop()
+    if dtype not in _NUMPY_DTYPES:
+        return False
+    state = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    step_dtypes = set(map(_dtype_of, steps))
+    if len(step_dtypes) != 1 or step_dtypes.pop() not in _STEP_DTYPES:
+        return False
+    everything = itertools.chain.from_iterable(tensors)
+    return all(
+        t.device.type == "cpu" and t.layout == torch.strided and t.is_contiguous()
+        for t in everything
+    ) and all(
+        t.dtype == state for t in itertools.chain.from_iterable(tensors[1:])
+    ) and all(
+        t.device.type == "cpu" and t.numel() == 1 and t.layout == torch.strided for t in steps
+    )  # fmt: skip
+
+
+def _plan_key(tensors: list[list[Tensor]], steps: list[Tensor]) -> tuple[Any, ...]:
     """What a plan depends on: the tensors' identities, addresses and strides."""
-    flat = list(itertools.chain.from_iterable(tensors))
+    flat = list(itertools.chain(*tensors, steps))
     return (
         tuple(map(id, flat)),
         tuple(map(Tensor.data_ptr, flat)),
         tuple(map(Tensor.stride, tensors[0])),
     )
+
+
+def plan_count(plan: _Plan, grads: list[Tensor]) -> int | None:
+    """The step count the plan's tensors share (before this step), if ``grads`` fit the plan
+    (dense, contiguous, the parameters' dtype and sizes); None otherwise. Reads only."""
+    if set(map(_dtype_of, grads)) != plan.dtypes:
+        return None
+    try:
+        if not all(map(Tensor.is_contiguous, grads)):
+            return None
+    except RuntimeError:  # sparse layouts have no is_contiguous
+        return None
+    sizes = np.fromiter(map(Tensor.numel, grads), np.int64, len(grads))
+    if not np.array_equal(sizes, plan.sizes):
+        return None
+    core = _internals()
+    count = core._loop.common_count(plan.step_addresses, plan.step_like)
+    if not math.isfinite(count):  # counts differ (params that skipped steps), or inf/NaN
+        return None
+    return int(count)
+
+
+def run_plan(plan: _Plan, grads: list[Tensor], count: int, hyperparameters: dict[str, Any]) -> None:
+    """Step 1 + ``count`` through the plan, after :func:`plan_count` accepted ``grads``; the
+    step counts are incremented after the kernel returns."""
+    core = _internals()
+    step = count + 1
+    plan.addresses[:, 1] = np.fromiter(map(Tensor.data_ptr, grads), np.int64, len(grads))
+    amsgrad, partial = hyperparameters["amsgrad"], hyperparameters["partial"]
+    coupled = (
+        hyperparameters["weight_decay"] != 0.0 and not hyperparameters["decoupled_weight_decay"]
+    )
+    scalars = core._scalars(
+        plan.compute, step, **{k: v for k, v in hyperparameters.items() if k != "amsgrad"}
+    )
+    if plan.chunks.size:
+        tags = (
+            (0,) * core._VARIANT_CODES[hyperparameters["variant"]],
+            (0,) * core._MODE_TAG_LENGTH[core.power_mode(partial)],
+            (0,) * (int(amsgrad) + 2 * int(coupled)),
+            (0,) * plan.kind,
+        )
+        serial = getattr(core._loop, "multi_tensor_kernel_serial", None)
+        arguments = (plan.addresses, plan.chunks, scalars, plan.raw_like, *tags)
+        if serial is not None and (len(plan.chunks) == 1 or torch.get_num_threads() == 1):
+            serial(*arguments)  # no parallel region (and no thread-count calls) at all
+        else:
+            with _threads(len(plan.chunks)):
+                core._loop.multi_tensor_kernel(*arguments)
+    core._loop.increment_counts(plan.step_addresses, plan.step_like)
+    torch.autograd.graph.increment_version(plan.written)
 
 
 @contextlib.contextmanager
@@ -261,53 +371,46 @@ def _planned_step(
     hyperparameters: dict[str, Any],
 ) -> bool:
     """The step through a cached plan; False (nothing done) where the plan does not apply."""
-    core = _cpu_internals()
-    if core is None:
-        return False
-    dtypes = set(map(_dtype_of, params))
-    if len(dtypes) != 1 or dtypes.pop() not in _NUMPY_DTYPES:
-        return False
-    steps = set(map(Tensor.item, state_steps))
-    if len(steps) != 1:
-        return False
     tensors = [params, *state_tensors]
-    key = _plan_key(tensors)
     plan = views.get(_Plan)
-    if plan is None or plan.key != key:
-        everything = itertools.chain.from_iterable(tensors)
-        if not all(t.device.type == "cpu" and t.is_contiguous() for t in everything):
+    if plan is None or plan.key != _plan_key(tensors, state_steps):
+        if not plannable(tensors, state_steps):
             return False
-        plan = views[_Plan] = _Plan(key, tensors, core)
-    if (
-        set(map(_dtype_of, grads)) != {params[0].dtype}
-        or not all(map(Tensor.is_contiguous, grads))
-        or list(map(Tensor.size, grads)) != plan.shapes
-    ):
+        plan = views[_Plan] = _Plan(_plan_key(tensors, state_steps), tensors, state_steps,
+                                    _cpu_internals())  # fmt: skip
+    count = plan_count(plan, grads)
+    if count is None:
         return False
-    step = int(steps.pop()) + 1
-    plan.addresses[:, 1] = np.fromiter(map(Tensor.data_ptr, grads), np.int64, len(grads))
-    amsgrad, partial = hyperparameters["amsgrad"], hyperparameters["partial"]
-    coupled = (
-        hyperparameters["weight_decay"] != 0.0 and not hyperparameters["decoupled_weight_decay"]
-    )
-    scalars = core._scalars(
-        plan.compute, step, **{k: v for k, v in hyperparameters.items() if k != "amsgrad"}
-    )
-    if plan.chunks.size:
-        serial = getattr(core._loop, "multi_tensor_kernel_serial", None)
-        kernel = core._loop.multi_tensor_kernel
-        if serial is not None and min(len(plan.chunks), torch.get_num_threads()) == 1:
-            kernel = serial  # no parallel region at all for one chunk or one thread
-        with _threads(len(plan.chunks)):
-            kernel(
-                plan.addresses, plan.chunks, scalars, plan.raw_like,
-                (0,) * core._VARIANT_CODES[hyperparameters["variant"]],
-                (0,) * core._MODE_TAG_LENGTH[core.power_mode(partial)],
-                (0,) * (int(amsgrad) + 2 * int(coupled)),
-                (0,) * plan.kind,
-            )  # fmt: skip
-    torch._foreach_add_(state_steps, 1.0)
+    run_plan(plan, grads, count, hyperparameters)
     return True
+
+
+def hyperparameters_of(
+    *,
+    amsgrad: bool,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
+    lr: float | Tensor,
+    weight_decay: float,
+    eps: float,
+    partial: float,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    variant: str,
+) -> dict[str, Any]:
+    """The kernels' keyword arguments (Python numbers) from torch's names."""
+    return {
+        "lr": float(lr),
+        "b1": float(beta1),
+        "b2": float(beta2),
+        "eps": float(eps),
+        "partial": float(partial),
+        "weight_decay": float(weight_decay),
+        "decoupled_weight_decay": bool(decoupled_weight_decay),
+        "amsgrad": bool(amsgrad),
+        "maximize": bool(maximize),
+        "variant": variant,
+    }
 
 
 def fused_padam(
@@ -341,18 +444,11 @@ def fused_padam(
         return
     if differentiable:
         raise RuntimeError("Padam with fused=True does not support differentiable=True")
-    hyperparameters = {
-        "lr": float(lr),
-        "b1": float(beta1),
-        "b2": float(beta2),
-        "eps": float(eps),
-        "partial": float(partial),
-        "weight_decay": float(weight_decay),
-        "decoupled_weight_decay": bool(decoupled_weight_decay),
-        "amsgrad": bool(amsgrad),
-        "maximize": bool(maximize),
-        "variant": variant,
-    }
+    hyperparameters = hyperparameters_of(
+        amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+        partial=partial, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+        variant=variant,
+    )  # fmt: skip
     if views is not None:
         state_tensors = [exp_avgs, exp_avg_sqs] + ([max_exp_avg_sqs] if amsgrad else [])
         if _planned_step(params, grads, state_tensors, state_steps, views, hyperparameters):
@@ -424,6 +520,10 @@ def fused_padam(
     for layout in copied:
         layout.write_back()
     torch._foreach_add_(state_steps, 1.0)
+    # Written through NumPy views or device pointers: bump the version counters by hand, as
+    # an in-place torch op would (autograd checks them for tensors saved for backward).
+    written = [params, exp_avgs, exp_avg_sqs] + ([max_exp_avg_sqs] if amsgrad else [])
+    torch.autograd.graph.increment_version(list(itertools.chain.from_iterable(written)))
     if views is not None:
         views.clear()
         views.update(new)

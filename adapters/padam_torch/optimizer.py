@@ -50,6 +50,7 @@ from padam_core import (
 # partial -> extra square roots after the first (x^(2p) = sqrt^(1+k)(x)): the kernel's own table,
 # so both implementations take the chain for exactly the same p.
 from padam_torch import fused as fused_path
+from padam_torch._step_plan import GroupPlan, eligible
 from padam_torch.functional import padam
 
 __all__ = ["Padam", "padam"]
@@ -365,6 +366,12 @@ class Padam(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
+        # Every group planned and its plan current (the usual step after the first): one
+        # compiled call per group, no per-tensor Python work. Otherwise the general path below,
+        # which then plans the groups again.
+        if self._planned_step():
+            return loss
+
         # Rejected before any group is stepped or any state is created.
         if any(
             param.grad is not None and param.grad.is_sparse
@@ -450,7 +457,60 @@ class Padam(Optimizer):
                     maxima, complex_bucket = max_exp_avg_sqs, has_complex
                 self._step_tensors(group, *lists, maxima, complex_bucket, partial, indices)
 
+        self._plan_groups()
         return loss
+
+    def _planned_step(self) -> bool:
+        """One step through every group's :class:`~padam_torch._step_plan.GroupPlan`; False,
+        with nothing changed, where a group has no plan or its plan no longer describes it.
+
+        All groups are checked before any is stepped. A group whose hyperparameters changed
+        (an lr scheduler, a value edited by hand) is validated here as the general path
+        validates it, with the same error.
+        """
+        plans = self.__dict__.get("_step_plans")
+        if not plans or torch.compiler.is_compiling():
+            return False
+        work = []
+        changed = []
+        for index, group in enumerate(self.param_groups):
+            plan = plans.get(id(group))
+            if plan is None or plan.group is not group:
+                return False
+            grads = plan.gradients(self.state)
+            count = None if grads is None else fused_path.plan_count(plan.plan, grads)
+            if count is None:
+                return False
+            if not plan.hyperparameters_current():
+                changed.append((index, plan))
+            work.append((plan, grads, count))
+        for index, plan in changed:
+            try:
+                _validate_group(plan.group)
+            except ValueError as error:
+                raise ValueError(f"param group {index}: {error}") from None
+            _normalize_group(plan.group)
+        if not all(plan.accept_hyperparameters() for _, plan in changed):
+            return False
+        for plan, grads, count in work:
+            fused_path.run_plan(plan.plan, grads, count, plan.hyperparameters)
+        return True
+
+    def _plan_groups(self) -> None:
+        """Plan every group for the next steps, after a step of the general path (all groups
+        or none: :meth:`_planned_step` steps all of them or none)."""
+        self.__dict__.pop("_step_plans", None)
+        if torch.compiler.is_compiling():
+            return
+        if not all(map(eligible, self.param_groups)):
+            return
+        plans = {}
+        for group in self.param_groups:
+            plan = GroupPlan.build(group, self.state)
+            if plan is None:
+                return
+            plans[id(group)] = plan
+        self._step_plans = plans
 
     def _step_tensors(
         self,
@@ -656,6 +716,7 @@ class Padam(Optimizer):
                 }
 
         amsgrad_before = [group["amsgrad"] for group in self.param_groups]
+        self.__dict__.pop("_step_plans", None)  # they hold the old state tensors
         super().load_state_dict(state_dict)
         self.skipped_steps = skipped
 
