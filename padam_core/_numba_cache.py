@@ -51,7 +51,7 @@ def missing_symbols(libdata: Any) -> list[str] | None:
     ]
 
 
-class NarrowLoadCache(FunctionCache):  # type: ignore[misc]  # numba is untyped
+class NarrowLoadCache(FunctionCache):
     """numba's ``FunctionCache`` (same files, same index keys), loading without the refresh."""
 
     def load_overload(self, sig: Any, target_context: Any) -> Any:

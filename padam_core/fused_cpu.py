@@ -29,8 +29,10 @@ Available only when numba is installed (``pip install padam[fast]``); :func:`ava
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterable, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -50,10 +52,8 @@ __all__ = [
     "supports",
 ]
 
-try:
-    from padam_core import _fused_cpu_loop as _loop
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    _loop = None
+_LOOP_MODULE = "padam_core._fused_cpu_loop"
+_loaded: list[ModuleType | None] = []  # [the loop's module, or None without numba] once tried
 
 CHUNK = 1 << 15  # elements per unit of parallel work (128 KiB of float32 per array)
 _VARIANT_CODES = {"reference": 0, "torch": 1, "optax": 2}
@@ -65,9 +65,40 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _BITS16 = (np.dtype(np.uint16), np.dtype(np.int16))
 
 
+def _load_loop() -> ModuleType | None:
+    """The compiled loop's module, imported on first use; None where numba is missing.
+
+    Importing numba costs about 0.4 s, so ``import padam_core`` does not: the first call of
+    :func:`available` (or of a fused step) does. Cached compiled code is then loaded from disk
+    without numba's full registry refresh (:mod:`padam_core._numba_cache`).
+    """
+    if not _loaded:
+        try:
+            module: ModuleType | None = importlib.import_module(_LOOP_MODULE)
+        except ImportError:  # pragma: no cover - exercised where numba is absent
+            module = None
+        _loaded.append(module)
+        globals()["_loop"] = module  # later reads of fused_cpu._loop skip __getattr__
+    return _loaded[0]
+
+
+def __getattr__(name: str) -> Any:
+    """``fused_cpu._loop``: the loop's module (imported now, see :func:`_load_loop`) or None."""
+    if name == "_loop":
+        return _load_loop()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def available() -> bool:
-    """Whether numba is installed, so the fused path can run."""
-    return _loop is not None
+    """Whether numba is installed, so the fused path can run (imports numba on first call)."""
+    return _load_loop() is not None
+
+
+def _parallel(loop: ModuleType, chunk_count: int) -> bool:
+    """Whether to share the chunks among numba's threads: not for fewer chunks than threads
+    (the idle threads' wake-up would cost more than the work). One chunk never asks for the
+    thread count: that starts numba's threading layer, tens of ms in a fresh process."""
+    return chunk_count >= 2 and chunk_count >= loop.numba.get_num_threads()
 
 
 def _storage_kind(dtype: np.dtype) -> int | None:
@@ -169,7 +200,7 @@ def multi_tensor_step(
     decoupled_weight_decay: bool = False,
     amsgrad: bool = True,
     maximize: bool = False,
-    variant: str = "reference",
+    variant: str = DEFAULT_VARIANT,
 ) -> None:
     """:func:`padam_core.padam_step` for a list of arrays, fused, in place, in one compiled call.
 
@@ -181,7 +212,8 @@ def multi_tensor_step(
     are validated Python numbers. Everything is checked before the first write (``TypeError`` /
     ``ValueError``); the arrays may mix dtypes (one compiled call per dtype).
     """
-    if not available():  # pragma: no cover - exercised where numba is absent
+    loop = _load_loop()
+    if loop is None:  # pragma: no cover - exercised where numba is absent
         raise RuntimeError("padam_core.fused_cpu needs numba (pip install padam[fast])")
     n = len(params)
     lists = [params, grads, exp_avgs, exp_avg_sqs]
@@ -224,7 +256,7 @@ def multi_tensor_step(
             if key[0] != _NATIVE and param_dtype not in _BITS16:
                 p, g = p.view(np.uint16), g.view(np.uint16)  # numba cannot type bfloat16
             rows, sizes = groups.setdefault(key, ([], []))
-            rows.append(_loop.addresses(p, g, m, v, h))
+            rows.append(loop.addresses(p, g, m, v, h))
             sizes.append(size)
     hyperparameters = dict(
         lr=lr, b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
@@ -246,9 +278,8 @@ def multi_tensor_step(
         raw_like = np.empty(0, dtype=compute if kind == _NATIVE else np.uint16)
         kind_tag = (0,) * kind
         scalars = _scalars(compute, step, **hyperparameters)
-        # Fewer chunks than threads: the idle threads' wake-up would cost more than the work.
-        parallel = len(chunks) >= _loop.numba.get_num_threads()
-        kernel = _loop.multi_tensor_kernel if parallel else _loop.multi_tensor_kernel_serial
+        parallel = _parallel(loop, len(chunks))
+        kernel = loop.multi_tensor_kernel if parallel else loop.multi_tensor_kernel_serial
         kernel(addresses, chunks, scalars, raw_like, variant_tag, mode_tag, flag_tag, kind_tag)
     # The arrays are only reached through their addresses: keep them alive until here.
     del lists
@@ -346,10 +377,10 @@ def all_finite(arrays: Iterable[Any]) -> bool:
     arrays = list(arrays)  # keeps every array alive while the kernel reads it by address
     # unsigned type -> (mask, limit, addresses, sizes in elements of that type)
     groups: dict[tuple[np.dtype, int, int], tuple[list[int], list[int]]] = {}
-    fast = available()
+    loop = _load_loop()
     ndarray = np.ndarray
     for array in arrays:
-        spec = _finite_bits(array.dtype) if fast and isinstance(array, ndarray) else None
+        spec = _finite_bits(array.dtype) if loop and isinstance(array, ndarray) else None
         if spec is None or not (array.flags.c_contiguous and array.flags.aligned):
             if not _array_all_finite(array):
                 return False
@@ -362,7 +393,7 @@ def all_finite(arrays: Iterable[Any]) -> bool:
         elif array.dtype.kind == "c":
             size *= 2
         addresses, sizes = groups.setdefault(spec, ([], []))
-        addresses.append(_loop.data_address(array))
+        addresses.append(loop.data_address(array))
         sizes.append(size)
     for (unsigned, mask, limit), (address_list, size_list) in groups.items():
         addresses = np.array(address_list, dtype=np.int64)
@@ -372,8 +403,8 @@ def all_finite(arrays: Iterable[Any]) -> bool:
         first_chunk = np.cumsum(per_array) - per_array
         start = (np.arange(owner.size, dtype=np.int64) - first_chunk[owner]) * CHUNK
         chunks = np.stack([owner, start, np.minimum(start + CHUNK, sizes[owner])], axis=1)
-        parallel = len(chunks) >= _loop.numba.get_num_threads()
-        kernel = _loop.all_finite_kernel if parallel else _loop.all_finite_kernel_serial
+        parallel = _parallel(loop, len(chunks))
+        kernel = loop.all_finite_kernel if parallel else loop.all_finite_kernel_serial
         typed = unsigned.type
         if not kernel(addresses, chunks, np.empty(0, unsigned), typed(mask), typed(limit)):
             return False

@@ -296,7 +296,9 @@ def _planned_step(
         kernel = core._loop.multi_tensor_kernel
         if serial is not None and min(len(plan.chunks), torch.get_num_threads()) == 1:
             kernel = serial  # no parallel region at all for one chunk or one thread
-        with _threads(len(plan.chunks)):
+        # The serial kernel needs no thread count (asking starts numba's threading layer).
+        threads = contextlib.nullcontext() if kernel is serial else _threads(len(plan.chunks))
+        with threads:
             kernel(
                 plan.addresses, plan.chunks, scalars, plan.raw_like,
                 (0,) * core._VARIANT_CODES[hyperparameters["variant"]],
