@@ -33,7 +33,7 @@ import importlib
 import math
 from collections.abc import Iterable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -53,7 +53,10 @@ __all__ = [
 ]
 
 _LOOP_MODULE = "padam_core._fused_cpu_loop"
-_loaded: list[ModuleType | None] = []  # [the loop's module, or None without numba] once tried
+# The loop's module, or None without numba: assigned by _load_loop on first use (until then
+# module __getattr__ answers for it). Setting it to None turns the fused path off (tests).
+_loop: ModuleType | None
+_UNLOADED = object()
 
 CHUNK = 1 << 15  # elements per unit of parallel work (128 KiB of float32 per array)
 _VARIANT_CODES = {"reference": 0, "torch": 1, "optax": 2}
@@ -72,14 +75,14 @@ def _load_loop() -> ModuleType | None:
     :func:`available` (or of a fused step) does. Cached compiled code is then loaded from disk
     without numba's full registry refresh (:mod:`padam_core._numba_cache`).
     """
-    if not _loaded:
+    module = globals().get("_loop", _UNLOADED)
+    if module is _UNLOADED:
         try:
-            module: ModuleType | None = importlib.import_module(_LOOP_MODULE)
+            module = importlib.import_module(_LOOP_MODULE)
         except ImportError:  # pragma: no cover - exercised where numba is absent
             module = None
-        _loaded.append(module)
         globals()["_loop"] = module  # later reads of fused_cpu._loop skip __getattr__
-    return _loaded[0]
+    return cast("ModuleType | None", module)
 
 
 def __getattr__(name: str) -> Any:
