@@ -18,7 +18,10 @@ array kernel (see :func:`padam_core.kernel.padam_step`): the effective gradient 
 +-finfo.max of the compute dtype, v and the value entering the running max to <= finfo.max.
 
 Compiled code is cached on disk (numba ``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache), so
-only the first process ever pays the compile. The configuration (variant, power, amsgrad,
+only the first process ever pays the compile; a later process loads it without numba's full
+registry refresh (:mod:`padam_core._numba_cache`), and numba itself is imported on first use
+(``import padam_core`` does not import it; :class:`padam_core.Padam`'s constructor does, when
+the fused path applies). The configuration (variant, power, amsgrad,
 coupled decay, storage kind) reaches the loop as the *lengths* of small tuples: a tuple's length
 is part of its numba type, so each configuration gets its own specialisation with the branches
 folded away, and all of them live in one cacheable top-level function. ``NUMBA_NUM_THREADS``
