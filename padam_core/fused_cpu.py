@@ -261,9 +261,9 @@ def multi_tensor_step(
         if size:
             if key[0] != _NATIVE and param_dtype not in _BITS16:
                 p, g = p.view(np.uint16), g.view(np.uint16)  # numba cannot type bfloat16
-            rows, sizes = groups.setdefault(key, ([], []))
+            rows, row_sizes = groups.setdefault(key, ([], []))
             rows.append(loop.addresses(p, g, m, v, h))
-            sizes.append(size)
+            row_sizes.append(size)
     hyperparameters = dict(
         lr=lr, b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, variant=variant,
@@ -320,7 +320,8 @@ def padam_step_inplace(
     if not supports(*arrays):
         raise TypeError("padam_step_inplace needs contiguous NumPy float32/float64 arrays alike")
     multi_tensor_step(
-        [param], [grad], [exp_avg], [exp_avg_sq], [max_exp_avg_sq] if amsgrad else None, step,
+        [param], [grad], [exp_avg], [exp_avg_sq],
+        [max_exp_avg_sq] if amsgrad and max_exp_avg_sq is not None else None, step,
         lr=lr, b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad, maximize=maximize,
         variant=variant,
@@ -398,9 +399,9 @@ def all_finite(arrays: Iterable[Any]) -> bool:
             array = array.view(np.uint16)  # numba types neither float16 nor bfloat16 here
         elif array.dtype.kind == "c":
             size *= 2
-        addresses, sizes = groups.setdefault(spec, ([], []))
-        addresses.append(loop.data_address(array))
-        sizes.append(size)
+        array_addresses, array_sizes = groups.setdefault(spec, ([], []))
+        array_addresses.append(loop.data_address(array))
+        array_sizes.append(size)
     for (unsigned, mask, limit), (address_list, size_list) in groups.items():
         addresses = np.array(address_list, dtype=np.int64)
         sizes = np.array(size_list, dtype=np.int64)
