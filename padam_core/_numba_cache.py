@@ -26,6 +26,7 @@ from numba.core.runtime import nrt
 __all__ = ["NarrowLoadCache", "install", "missing_symbols"]
 
 _INTERNALS = ("_enabled", "_index_key", "_cache_file", "_impl")
+_PAYLOAD_LENGTH = 9  # fields of numba's CompileResult._reduce() (as of numba 0.68)
 
 
 def missing_symbols(libdata: Any) -> list[str] | None:
@@ -65,7 +66,11 @@ class NarrowLoadCache(FunctionCache):
             return None
         # data: CompileResult._reduce(): (libdata, fndesc, env, signature, objectmode, lifted,
         # typeann, reload_init, referenced_envs). reload_init (the parfors' threading layer,
-        # which registers its own symbols) runs first, as in CompileResult._rebuild.
+        # which registers its own symbols) runs first, as in CompileResult._rebuild. Another
+        # layout (another numba): numba's own order, refresh first.
+        if not (isinstance(data, tuple) and len(data) == _PAYLOAD_LENGTH):
+            target_context.refresh()
+            return self._impl.rebuild(target_context, data)
         for initialise in data[7] or ():
             initialise()
         missing = missing_symbols(data[0])
