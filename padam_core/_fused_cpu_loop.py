@@ -15,19 +15,23 @@ import numpy as np
 from numba import types as _nb_types
 from numba.extending import intrinsic, overload
 
+from padam_core import _numba_cache
+
 
 def _jit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
     """``numba.njit(cache=True)``, or without the disk cache where no location is writable.
 
     numba tries ``NUMBA_CACHE_DIR``, the source tree's ``__pycache__`` and a user-wide folder;
-    when none can be written it raises at decoration time: compile per process instead.
+    when none can be written it raises at decoration time: compile per process instead. A
+    cached function is loaded by :class:`padam_core._numba_cache.NarrowLoadCache`.
     """
 
     def decorate(function: Callable[..., Any]) -> Any:
         try:
-            return numba.njit(cache=True, **options)(function)
+            dispatcher = numba.njit(cache=True, **options)(function)
         except RuntimeError:  # "cannot cache function ...: no locator available"
             return numba.njit(**options)(function)
+        return _numba_cache.install(dispatcher)  # loads without numba's full refresh
 
     return decorate
 

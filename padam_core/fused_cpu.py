@@ -18,7 +18,10 @@ array kernel (see :func:`padam_core.kernel.padam_step`): the effective gradient 
 +-finfo.max of the compute dtype, v and the value entering the running max to <= finfo.max.
 
 Compiled code is cached on disk (numba ``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache), so
-only the first process ever pays the compile. The configuration (variant, power, amsgrad,
+only the first process ever pays the compile; a later process loads it without numba's full
+registry refresh (:mod:`padam_core._numba_cache`), and numba itself is imported on first use
+(``import padam_core`` does not import it; :class:`padam_core.Padam`'s constructor does, when
+the fused path applies). The configuration (variant, power, amsgrad,
 coupled decay, storage kind) reaches the loop as the *lengths* of small tuples: a tuple's length
 is part of its numba type, so each configuration gets its own specialisation with the branches
 folded away, and all of them live in one cacheable top-level function. ``NUMBA_NUM_THREADS``
@@ -29,9 +32,11 @@ Available only when numba is installed (``pip install padam[fast]``); :func:`ava
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -50,11 +55,11 @@ __all__ = [
     "supports",
 ]
 
-try:
-    from padam_core import _fused_cpu_loop as _loop
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    # No numba: available() is False and every path that reaches _loop checks it first.
-    _loop = None  # type: ignore[assignment]
+_LOOP_MODULE = "padam_core._fused_cpu_loop"
+# The loop's module, or None without numba: assigned by _load_loop on first use (until then
+# module __getattr__ answers for it). Setting it to None turns the fused path off (tests).
+_loop: ModuleType | None
+_UNLOADED = object()
 
 CHUNK = 1 << 15  # elements per unit of parallel work (128 KiB of float32 per array)
 _VARIANT_CODES = {"reference": 0, "torch": 1, "optax": 2}
@@ -66,9 +71,40 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _BITS16 = (np.dtype(np.uint16), np.dtype(np.int16))
 
 
+def _load_loop() -> ModuleType | None:
+    """The compiled loop's module, imported on first use; None where numba is missing.
+
+    Importing numba costs about 0.4 s, so ``import padam_core`` does not: the first call of
+    :func:`available` (or of a fused step) does. Cached compiled code is then loaded from disk
+    without numba's full registry refresh (:mod:`padam_core._numba_cache`).
+    """
+    module = globals().get("_loop", _UNLOADED)
+    if module is _UNLOADED:
+        try:
+            module = importlib.import_module(_LOOP_MODULE)
+        except ImportError:  # pragma: no cover - exercised where numba is absent
+            module = None
+        globals()["_loop"] = module  # later reads of fused_cpu._loop skip __getattr__
+    return cast("ModuleType | None", module)
+
+
+def __getattr__(name: str) -> Any:
+    """``fused_cpu._loop``: the loop's module (imported now, see :func:`_load_loop`) or None."""
+    if name == "_loop":
+        return _load_loop()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def available() -> bool:
-    """Whether numba is installed, so the fused path can run."""
-    return _loop is not None
+    """Whether numba is installed, so the fused path can run (imports numba on first call)."""
+    return _load_loop() is not None
+
+
+def _parallel(loop: ModuleType, chunk_count: int) -> bool:
+    """Whether to share the chunks among numba's threads: not for fewer chunks than threads
+    (the idle threads' wake-up would cost more than the work). One chunk never asks for the
+    thread count: that starts numba's threading layer, tens of ms in a fresh process."""
+    return chunk_count >= 2 and chunk_count >= loop.numba.get_num_threads()
 
 
 def _storage_kind(dtype: np.dtype) -> int | None:
@@ -170,7 +206,7 @@ def multi_tensor_step(
     decoupled_weight_decay: bool = False,
     amsgrad: bool = True,
     maximize: bool = False,
-    variant: str = "reference",
+    variant: str = DEFAULT_VARIANT,
 ) -> None:
     """:func:`padam_core.padam_step` for a list of arrays, fused, in place, in one compiled call.
 
@@ -182,7 +218,8 @@ def multi_tensor_step(
     are validated Python numbers. Everything is checked before the first write (``TypeError`` /
     ``ValueError``); the arrays may mix dtypes (one compiled call per dtype).
     """
-    if not available():  # pragma: no cover - exercised where numba is absent
+    loop = _load_loop()
+    if loop is None:  # pragma: no cover - exercised where numba is absent
         raise RuntimeError("padam_core.fused_cpu needs numba (pip install padam[fast])")
     n = len(params)
     lists = [params, grads, exp_avgs, exp_avg_sqs]
@@ -226,7 +263,7 @@ def multi_tensor_step(
             if key[0] != _NATIVE and param_dtype not in _BITS16:
                 p, g = p.view(np.uint16), g.view(np.uint16)  # numba cannot type bfloat16
             rows, row_sizes = groups.setdefault(key, ([], []))
-            rows.append(_loop.addresses(p, g, m, v, h))
+            rows.append(loop.addresses(p, g, m, v, h))
             row_sizes.append(size)
     hyperparameters: dict[str, Any] = dict(
         lr=lr, b1=b1, b2=b2, eps=eps, partial=partial, weight_decay=weight_decay,
@@ -248,9 +285,8 @@ def multi_tensor_step(
         raw_like = np.empty(0, dtype=compute if kind == _NATIVE else np.uint16)
         kind_tag = (0,) * kind
         scalars = _scalars(compute, step, **hyperparameters)
-        # Fewer chunks than threads: the idle threads' wake-up would cost more than the work.
-        parallel = len(chunks) >= _loop.numba.get_num_threads()
-        kernel = _loop.multi_tensor_kernel if parallel else _loop.multi_tensor_kernel_serial
+        parallel = _parallel(loop, len(chunks))
+        kernel = loop.multi_tensor_kernel if parallel else loop.multi_tensor_kernel_serial
         kernel(addresses, chunks, scalars, raw_like, variant_tag, mode_tag, flag_tag, kind_tag)
     # The arrays are only reached through their addresses: keep them alive until here.
     del lists
@@ -349,10 +385,12 @@ def all_finite(arrays: Iterable[Any]) -> bool:
     arrays = list(arrays)  # keeps every array alive while the kernel reads it by address
     # unsigned type -> (mask, limit, addresses, sizes in elements of that type)
     groups: dict[tuple[np.dtype, int, int], tuple[list[int], list[int]]] = {}
-    fast = available()
+    loop = _load_loop()
+    if loop is None:  # pragma: no cover - exercised where numba is absent
+        return all(map(_array_all_finite, arrays))
     ndarray = np.ndarray
     for array in arrays:
-        spec = _finite_bits(array.dtype) if fast and isinstance(array, ndarray) else None
+        spec = _finite_bits(array.dtype) if isinstance(array, ndarray) else None
         if spec is None or not (array.flags.c_contiguous and array.flags.aligned):
             if not _array_all_finite(array):
                 return False
@@ -364,9 +402,9 @@ def all_finite(arrays: Iterable[Any]) -> bool:
             array = array.view(np.uint16)  # numba types neither float16 nor bfloat16 here
         elif array.dtype.kind == "c":
             size *= 2
-        spec_addresses, spec_sizes = groups.setdefault(spec, ([], []))
-        spec_addresses.append(_loop.data_address(array))
-        spec_sizes.append(size)
+        array_addresses, array_sizes = groups.setdefault(spec, ([], []))
+        array_addresses.append(loop.data_address(array))
+        array_sizes.append(size)
     for (unsigned, mask, limit), (address_list, size_list) in groups.items():
         addresses = np.array(address_list, dtype=np.int64)
         sizes = np.array(size_list, dtype=np.int64)
@@ -375,8 +413,8 @@ def all_finite(arrays: Iterable[Any]) -> bool:
         first_chunk = np.cumsum(per_array) - per_array
         start = (np.arange(owner.size, dtype=np.int64) - first_chunk[owner]) * CHUNK
         chunks = np.stack([owner, start, np.minimum(start + CHUNK, sizes[owner])], axis=1)
-        parallel = len(chunks) >= _loop.numba.get_num_threads()
-        kernel = _loop.all_finite_kernel if parallel else _loop.all_finite_kernel_serial
+        parallel = _parallel(loop, len(chunks))
+        kernel = loop.all_finite_kernel if parallel else loop.all_finite_kernel_serial
         typed = unsigned.type
         if not kernel(addresses, chunks, np.empty(0, unsigned), typed(mask), typed(limit)):
             return False

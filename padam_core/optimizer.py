@@ -198,6 +198,10 @@ class Padam:
         #: Steps skipped by the non-finite guard (``skip_nonfinite=True``); saved with the state.
         self.skipped_steps: int = 0
         self.state: PadamState = init(self._params, amsgrad=amsgrad)
+        if fused is not False and any(isinstance(p, np.ndarray) for p in self._params.values()):
+            # The fused path's one-off cost (numba's import, ~0.4 s; `import padam_core` does
+            # not pay it) belongs to construction, not to the first step.
+            fused_cpu.available()
 
     def _validate_hyperparameters(self) -> None:
         """The public hyperparameter dict: numbers range-checked, ``partial`` a number or a

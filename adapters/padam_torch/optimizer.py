@@ -263,6 +263,10 @@ class Padam(Optimizer):
         super().__init__(params, defaults)
         #: steps skipped by the non-finite guard (``skip_nonfinite=True``); in ``state_dict``.
         self.skipped_steps = 0
+        if fused is not False and not foreach and not differentiable:
+            cpu = (p.device.type == "cpu" for group in self.param_groups for p in group["params"])
+            if any(cpu):
+                fused_path.cpu_kernel()  # numba's import (~0.4 s) here, not in the first step
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group; its hyperparameters are validated before anything changes."""
