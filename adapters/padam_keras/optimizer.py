@@ -56,17 +56,18 @@ _NAMESPACE: Any = None  # chosen on first use: Keras fixes its backend once per 
 def _kernel_namespace() -> Any:
     """The array namespace the kernel runs on for this process's Keras backend.
 
-    JAX and torch have array-API namespaces (``jax.numpy``, array-api-compat's torch wrapper);
-    TensorFlow has none, so it gets :mod:`padam_keras.keras_ops_namespace`, a shim over
-    ``keras.ops`` that implements the kernel's namespace contract.
+    JAX and torch have array-API namespaces (``jax.numpy``, with ``clip`` lowered as ``where``
+    for XLA: :mod:`padam_keras._xla`; array-api-compat's torch wrapper); TensorFlow has none, so
+    it gets :mod:`padam_keras.keras_ops_namespace`, a shim over ``keras.ops`` that implements
+    the kernel's namespace contract.
     """
     global _NAMESPACE
     if _NAMESPACE is None:
         backend = keras.backend.backend()
         if backend == "jax":
-            import jax.numpy as jax_numpy
+            from padam_keras._xla import jax_namespace
 
-            _NAMESPACE = jax_numpy
+            _NAMESPACE = jax_namespace
         elif backend == "torch":
             from array_api_compat import torch as torch_namespace
 
@@ -672,20 +673,24 @@ class Padam(keras.optimizers.Optimizer):
         velocity = self._velocities[index]
         velocity_hat = self._velocity_hats[index] if self.amsgrad else None
 
-        arrays = (
-            _read(variable),
-            _read(gradient),
-            _read(momentum),
-            _read(velocity),
-            _read(velocity_hat) if self.amsgrad else None,
-            # t as a tensor: the kernel casts it to the compute dtype and takes expm1.
-            _read(self.iterations + 1),
-        )
+        # The arrays the kernel writes (param, m, v[, v_hat], its output order) and reads.
+        state: tuple[Any, ...] = (_read(variable), _read(momentum), _read(velocity))
+        if self.amsgrad:
+            state += (_read(velocity_hat),)
+        # t as a tensor: the kernel casts it to the compute dtype and takes expm1.
+        inputs = (_read(gradient), _read(self.iterations + 1))
         lr = _read(learning_rate)
 
-        def kernel(partial: Any) -> tuple[Any, ...]:
+        def kernel(partial: Any, state: tuple[Any, ...], inputs: tuple[Any, ...]) -> Any:
+            param, exp_avg, exp_avg_sq, *max_exp_avg_sq = state
+            grad, step = inputs
             result = _padam_step(
-                *arrays,
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq[0] if self.amsgrad else None,
+                step,
                 lr=lr,
                 b1=self.beta_1,
                 b2=self.beta_2,
@@ -711,14 +716,16 @@ class Padam(keras.optimizers.Optimizer):
             # A number p read from its variable (TensorFlow/JAX): while it still equals the
             # value it had when this step was traced (the usual case), run the kernel with that
             # Python float, so the square-root chain (1/8: three sqrt, not pow) applies; after
-            # an assignment, the other branch computes with the variable's value (pow).
-            outputs = ops.cond(
+            # an assignment, the other step computes with the variable's value (pow).
+            outputs = _select_step(
                 ops.equal(partial, traced_number),
-                lambda: kernel(traced_number),
-                lambda: kernel(_partial_for(partial, variable)),
+                functools.partial(kernel, traced_number),
+                functools.partial(kernel, _partial_for(partial, variable)),
+                state,
+                inputs,
             )
         else:
-            outputs = kernel(_partial_for(partial, variable))
+            outputs = kernel(_partial_for(partial, variable), state, inputs)
         result = StepResult(*outputs, *([None] if not self.amsgrad else []))
         self.assign(momentum, result.exp_avg)
         self.assign(velocity, result.exp_avg_sq)
@@ -769,6 +776,29 @@ def _partial_for(partial: Any, variable: Any) -> Any:
     dtype = keras.backend.standardize_dtype(variable.dtype)
     dtype = "float64" if dtype in ("float64", "complex128") else "float32"
     return ops.cast(partial, dtype)
+
+
+def _select_step(
+    predicate: Any,
+    specialised: Callable[[Any, Any], Any],
+    general: Callable[[Any, Any], Any],
+    state: tuple[Any, ...],
+    inputs: tuple[Any, ...],
+) -> Any:
+    """``specialised(state, inputs)`` where the 0-d bool ``predicate`` holds, else ``general``.
+
+    A concrete predicate (eager JAX) is read on the host; a traced one under JAX's ``jit`` goes
+    through :func:`padam_keras._xla.select_step` (no copies of the donated state, unlike
+    ``lax.cond``); other backends use ``ops.cond`` (TensorFlow runs only the branch taken)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        from padam_keras import _xla
+
+        if not isinstance(predicate, jax.core.Tracer):
+            return (specialised if bool(predicate) else general)(state, inputs)
+        return _xla.select_step(predicate, specialised, general, state, inputs)
+    return ops.cond(predicate, lambda: specialised(state, inputs), lambda: general(state, inputs))
 
 
 def _check_loaded(variable: Any, value: Any, *, square: bool, count: bool) -> None:
