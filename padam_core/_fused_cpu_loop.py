@@ -211,24 +211,29 @@ def _exp2_log2_f32(x, y):
     e = e + _F(1.0) if big else e
     z = (m - _F(1.0)) / (m + _F(1.0))  # |z| <= 0.172; m - 1 is exact
     z2 = z * z
-    series = _F(0.2623081892525388) * z2 + _F(0.3205988979753252)  # 2 / (k ln 2), k = 11, ..
-    series = series * z2 + _F(0.41219858311113244)
-    series = series * z2 + _F(0.5770780163555853)
-    series = series * z2 + _F(0.9617966939259757)
-    series = series * z2 + _F(2.8853900817779268)
+    z4 = z2 * z2
+    # 2 / (k ln 2) for k = 1, 3, ..., 11, in Estrin's scheme (a shorter chain than Horner's:
+    # the loop is bound by latency, not by the number of operations).
+    series = (_F(2.8853900817779268) + _F(0.9617966939259757) * z2) + z4 * (
+        (_F(0.5770780163555853) + _F(0.41219858311113244) * z2)
+        + z4 * (_F(0.3205988979753252) + _F(0.2623081892525388) * z2)
+    )
     # y_hi: y's leading 12 bits, so y_hi * e (|e| <= 150, 8 bits) is exact.
     y_hi = _bits_to_f32(_f32_to_bits(y) & np.uint32(0xFFFFF000))
     head = y_hi * e
     tail = (y - y_hi) * e + y * (z * series)
     n = ((head + tail) + _ROUND32) - _ROUND32
     r = (head - n) + tail  # head - n is exact
-    poly = _F(1.5252733804059838e-05) * r + _F(0.00015403530393381606)  # ln2^k / k!, k = 7, ..
-    poly = poly * r + _F(0.0013333558146428441)
-    poly = poly * r + _F(0.009618129107628477)
-    poly = poly * r + _F(0.055504108664821576)
-    poly = poly * r + _F(0.2402265069591007)
-    poly = poly * r + _F(0.6931471805599453)
-    poly = poly * r + _F(1.0)
+    r2 = r * r
+    r4 = r2 * r2
+    # ln2^k / k! for k = 0, ..., 7 (Estrin).
+    poly = (
+        (_F(1.0) + _F(0.6931471805599453) * r)
+        + r2 * (_F(0.2402265069591007) + _F(0.055504108664821576) * r)
+    ) + r4 * (
+        (_F(0.009618129107628477) + _F(0.0013333558146428441) * r)
+        + r2 * (_F(0.00015403530393381606) + _F(1.5252733804059838e-05) * r)
+    )
     half = np.floor(n * _F(0.5))  # n in [-149, 128]: two factors, each a normal float32
     return poly * _exp2_scale32(half) * _exp2_scale32(n - half)
 
@@ -254,35 +259,37 @@ def _exp2_log2_f64(x, y):
     e = e + 1.0 if big else e
     z = (m - 1.0) / (m + 1.0)
     z2 = z * z
-    series = 0.1373995277037108 * z2 + 0.15186263588304877  # 2 / (k ln 2), k = 21, 19, ..., 1
-    series = series * z2 + 0.16972882833987804
-    series = series * z2 + 0.19235933878519512
-    series = series * z2 + 0.2219530832136867
-    series = series * z2 + 0.2623081892525388
-    series = series * z2 + 0.3205988979753252
-    series = series * z2 + 0.41219858311113244
-    series = series * z2 + 0.5770780163555853
-    series = series * z2 + 0.9617966939259757
-    series = series * z2 + 2.8853900817779268
+    z4 = z2 * z2
+    z8 = z4 * z4
+    # 2 / (k ln 2) for k = 1, 3, ..., 21 (Estrin).
+    series = (
+        ((2.8853900817779268 + 0.9617966939259757 * z2)
+         + z4 * (0.5770780163555853 + 0.41219858311113244 * z2))
+        + z8 * ((0.3205988979753252 + 0.2623081892525388 * z2)
+                + z4 * (0.2219530832136867 + 0.19235933878519512 * z2))
+    ) + (z8 * z8) * (
+        (0.16972882833987804 + 0.15186263588304877 * z2) + z4 * 0.1373995277037108
+    )  # fmt: skip
     # y_hi: y's leading 26 bits, so y_hi * e (|e| <= 1076, 11 bits) is exact.
     y_hi = _bits_to_f64(_f64_to_bits(y) & np.uint64(0xFFFFFFFFF8000000))
     head = y_hi * e
     tail = (y - y_hi) * e + y * (z * series)
     n = ((head + tail) + _ROUND) - _ROUND
     r = (head - n) + tail  # head - n is exact
-    poly = 1.3691488853904124e-12 * r + 2.5678435993488196e-11  # ln2^k / k!, k = 13, 12, ...
-    poly = poly * r + 4.44553827187081e-10
-    poly = poly * r + 7.054911620801121e-09
-    poly = poly * r + 1.0178086009239696e-07
-    poly = poly * r + 1.3215486790144305e-06
-    poly = poly * r + 1.5252733804059838e-05
-    poly = poly * r + 0.00015403530393381606
-    poly = poly * r + 0.0013333558146428441
-    poly = poly * r + 0.009618129107628477
-    poly = poly * r + 0.055504108664821576
-    poly = poly * r + 0.2402265069591007
-    poly = poly * r + 0.6931471805599453
-    poly = poly * r + 1.0
+    r2 = r * r
+    r4 = r2 * r2
+    r8 = r4 * r4
+    # ln2^k / k! for k = 0, ..., 13 (Estrin).
+    poly = (
+        ((1.0 + 0.6931471805599453 * r)
+         + r2 * (0.2402265069591007 + 0.055504108664821576 * r))
+        + r4 * ((0.009618129107628477 + 0.0013333558146428441 * r)
+                + r2 * (0.00015403530393381606 + 1.5252733804059838e-05 * r))
+    ) + r8 * (
+        ((1.3215486790144305e-06 + 1.0178086009239696e-07 * r)
+         + r2 * (7.054911620801121e-09 + 4.44553827187081e-10 * r))
+        + r4 * (2.5678435993488196e-11 + 1.3691488853904124e-12 * r)
+    )  # fmt: skip
     half = np.floor(n * 0.5)  # n in [-1074, 1024]: two factors, each a normal float64
     return poly * _exp2_scale64(half) * _exp2_scale64(n - half)
 
@@ -300,9 +307,10 @@ def _general_power_overload(root, two_partial):
     polynomial = _exp2_log2_f32 if root == _nb_types.float32 else _exp2_log2_f64
 
     def power(root, two_partial):
-        special = not (root > 0.0 and root < np.inf)
-        result = polynomial(one if special else root, two_partial)
-        return root if special else result
+        # & (not `and`): two compares and a mask, no control flow to vectorise around.
+        usual = (root > 0.0) & (root < np.inf)
+        result = polynomial(root if usual else one, two_partial)
+        return result if usual else root
 
     return power
 
