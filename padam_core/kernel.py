@@ -166,9 +166,9 @@ def partial_power(root: Array, partial: Scalar, *, xp: Any) -> Array | float:
     within 1e-6 relative of the exact power for roots in [1e-4, 1e4] (``pow``: 6e-8), 2e-6 in
     [1e-12, 1e12], 7e-6 in [1e-30, 1e30]; float64 within 2e-15, 4e-15, 1.4e-14. SPEC's
     tolerances (1e-5 and 1e-12 after 100 steps) hold; tests/core/test_power.py checks. Special
-    values as ``pow``: a zero root gives 0 and NaN stays NaN (selected, so no log(0) is taken),
-    inf gives inf, and p = 0 gives exactly 1 for every root. (Roots are square roots, never
-    negative.)
+    values as ``pow``: a zero root gives 0, inf gives inf and NaN stays NaN (selected, so no
+    log(0) or 0 * inf is computed), and p = 0 gives exactly 1 for every root. (Roots are square
+    roots, never negative.)
     """
     if _is_python_number(partial):
         partial = float(partial)
@@ -180,9 +180,9 @@ def partial_power(root: Array, partial: Scalar, *, xp: Any) -> Array | float:
             return root
         return xp.pow(root, 2.0 * partial)
     exponent = 2.0 * partial
-    positive = root > 0.0
-    power = xp.exp(exponent * xp.log(xp.where(positive, root, 1.0)))
-    return xp.where(exponent == 0.0, 1.0, xp.where(positive, power, root))
+    usual = (root > 0.0) & (root < math.inf)  # 0, inf and NaN are passed through, not computed
+    power = xp.exp(exponent * xp.log(xp.where(usual, root, 1.0)))
+    return xp.where(exponent == 0.0, 1.0, xp.where(usual, power, root))
 
 
 _FLOAT32_MAX = 3.4028234663852886e38  # finfo(float32).max, exact in float32

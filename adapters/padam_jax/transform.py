@@ -215,9 +215,11 @@ def _scale_by_padam(
         :class:`padam_jax.SkipNonfiniteState` around :class:`ScaleByPadamState`.
 
     Python numbers are validated here (``ValueError`` naming the argument); arrays, e.g. the
-    traced values ``optax.inject_hyperparams`` passes, are not range-checked. With a Python
-    ``partial`` in {1/2, 1/4, 1/8, 1/16} the power is a chain of square roots; an array
-    ``partial`` (one that may change during training) uses ``pow``. float16/bfloat16
+    traced values ``optax.inject_hyperparams`` passes, are not range-checked. With ``partial``
+    in {1/2, 1/4, 1/8, 1/16} the power is a chain of square roots, for a Python number and for
+    an array (traced under ``jit``: a ``lax.switch`` picks the chain step when the value equals
+    one of these, bitwise the Python step); any other p uses exp(2p log x), ~4x cheaper than
+    ``pow`` under XLA (see :func:`switch_on_partial`). float16/bfloat16
     hyperparameter arrays are refused (b2 = 0.999 is 1.0 in bfloat16): with 16-bit parameters
     use ``optax.inject_hyperparams(padam, hyperparam_dtype=jnp.float32)``. A schedule's value
     is range-checked at each step whose count is concrete (outside ``jit``).
