@@ -108,10 +108,11 @@ def partial_at(partial: PartialLike | jax.Array, count: jax.Array) -> Any:
 def switch_on_partial(partial: Any, step: Callable[[Any], _T]) -> _T:
     """``step(partial)``, where ``step`` runs the kernel with that ``partial``.
 
-    The kernel takes its square-root chains only for a Python ``partial``, and ``exp(2p log
-    x)`` for an array. A Python number in {1/2, 1/4, 1/8, 1/16} (or 0) is passed as is; any
-    other Python number is passed as a 0-d array (under XLA ``exp``/``log`` costs ~1/4 of
-    ``pow``, so that is the cheaper general power here). An array ``partial`` (from
+    The kernel takes its square-root chains only for a Python ``partial``, ``pow`` for any
+    other Python number, and ``exp(2p log x)`` for an array (under XLA ~1/4 the cost of
+    ``pow``). A Python number is passed as is: its step stays bitwise what it was, also
+    inside other fusions (with ``skip_nonfinite``'s select, XLA's inlined ``exp``/``log`` can
+    round one element differently, ``pow`` does not). An array ``partial`` (from
     ``optax.inject_hyperparams`` or a schedule, traced under ``jit``) goes through a
     ``lax.switch`` over the whole step: one branch per chain value, taken when the array
     equals it exactly (then the step is bitwise the Python-number step), and the ``exp``/``log``
@@ -120,10 +121,7 @@ def switch_on_partial(partial: Any, step: Callable[[Any], _T]) -> _T:
     and every branch runs: correct, slower).
     """
     if isinstance(partial, numbers.Real):
-        if float(partial) == 0.0 or float(partial) in SQRT_CHAIN_LENGTHS:
-            return step(partial)
-        # float64 where x64 is on, float32 otherwise; the kernel casts it to each leaf's dtype.
-        return step(jnp.asarray(float(partial)))
+        return step(partial)
     partial = jnp.asarray(partial)
     chains = tuple(SQRT_CHAIN_LENGTHS)
     index = jnp.zeros([], jnp.int32)
@@ -218,8 +216,8 @@ def _scale_by_padam(
     traced values ``optax.inject_hyperparams`` passes, are not range-checked. With ``partial``
     in {1/2, 1/4, 1/8, 1/16} the power is a chain of square roots, for a Python number and for
     an array (traced under ``jit``: a ``lax.switch`` picks the chain step when the value equals
-    one of these, bitwise the Python step); any other p uses exp(2p log x), ~4x cheaper than
-    ``pow`` under XLA (see :func:`switch_on_partial`). float16/bfloat16
+    one of these, bitwise the Python step); any other array p uses exp(2p log x), ~4x cheaper
+    than ``pow`` under XLA, a Python one ``pow`` (see :func:`switch_on_partial`). float16/bfloat16
     hyperparameter arrays are refused (b2 = 0.999 is 1.0 in bfloat16): with 16-bit parameters
     use ``optax.inject_hyperparams(padam, hyperparam_dtype=jnp.float32)``. A schedule's value
     is range-checked at each step whose count is concrete (outside ``jit``).

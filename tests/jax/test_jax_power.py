@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import padam_core
+from padam_core.kernel import SQRT_CHAIN_LENGTHS
 from padam_jax import padam, scale_by_padam
 from padam_jax.transform import switch_on_partial
 from tests.oracle import Config, gradient_sequence, oracle_trajectory, relative_error
@@ -39,15 +40,20 @@ def _trajectory(optimizer: optax.GradientTransformation, dtype, steps: int = 100
 
 @pytest.mark.parametrize("partial", [0.5, 0.25, 0.125, 0.0625, 0.0, 0.3, 0.01])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_array_partial_is_bitwise_the_python_partial(dtype, partial):
-    """Chain values take the chain branch (bitwise the Python step); any other value takes
-    exp/log on both sides (a Python general p is passed to the kernel as an array)."""
+def test_array_partial_equals_the_python_partial(dtype, partial):
+    """Chain values take the chain branch: bitwise the Python step. Other values: exp/log for
+    the array, pow for the Python number, within SPEC's cross-framework tolerance."""
+    tolerance = {jnp.float32: 1e-5, jnp.float64: 1e-12}[dtype]
     for variant in padam_core.VARIANTS:
         python, _, _ = _trajectory(scale_by_padam(partial=partial, variant=variant), dtype, 30)
         array = jnp.asarray(partial, dtype)
         traced, _, _ = _trajectory(scale_by_padam(partial=array, variant=variant), dtype, 30)
-        for key in SHAPES:
-            np.testing.assert_array_equal(np.asarray(traced[key]), np.asarray(python[key]))
+        for key in ("w", "b"):
+            ours, theirs = np.asarray(traced[key]), np.asarray(python[key])
+            if partial == 0.0 or partial in SQRT_CHAIN_LENGTHS:
+                np.testing.assert_array_equal(ours, theirs)
+            else:
+                assert relative_error(ours, theirs) <= tolerance, (variant, key)
 
 
 @pytest.mark.parametrize("partial", [0.3, 0.125, 0.01])
