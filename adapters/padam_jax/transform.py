@@ -122,6 +122,12 @@ def switch_on_partial(partial: Any, step: Callable[[Any], _T]) -> _T:
     """
     if isinstance(partial, numbers.Real):
         return step(partial)
+    if not is_traced(partial):
+        # A concrete array (outside jit): pick on the host, so the eager step is the same
+        # op-by-op code as for a Python number (a switch would compile, and a compiled step can
+        # round differently on sharded and unsharded arrays).
+        value = float(partial)
+        return step(value if value == 0.0 or value in SQRT_CHAIN_LENGTHS else partial)
     partial = jnp.asarray(partial)
     chains = tuple(SQRT_CHAIN_LENGTHS)
     index = jnp.zeros([], jnp.int32)
