@@ -170,77 +170,41 @@ def _bits_to_f64(typingctx, bits):
     return _nb_types.float64(_nb_types.uint64), codegen
 
 
-_ROUND = 6755399441055744.0  # 1.5 * 2^52: x + _ROUND - _ROUND rounds x to an integer
-_EXPONENT_BIAS = 4503599627371519.0  # 2^52 + 1023
-
-
-@_jit()
-def _exp2_log2_f64(x, y):
-    """2^(y * log2 x) for a positive normal float64 x and |y * log2 x| < 1000, to ~1e-15.
-
-    Branch-free (selects only), so the loop stays vectorised: log2 x = e + log2 m with m in
-    [sqrt(1/2), sqrt(2)) from the bits, log2 m = 2/ln2 * atanh((m-1)/(m+1)) as an odd series;
-    2^t = 2^n * 2^f with n = round(t), f in [-1/2, 1/2], 2^f a degree-11 Taylor polynomial and
-    2^n put into the exponent bits.
-    """
-    u = _f64_to_bits(x)
-    m = _bits_to_f64((u & np.uint64(0x000FFFFFFFFFFFFF)) | np.uint64(0x3FF0000000000000))
-    e = _bits_to_f64((u >> np.uint64(52)) | np.uint64(0x4330000000000000)) - _EXPONENT_BIAS
-    big = m > 1.4142135623730951
-    m = m * 0.5 if big else m
-    e = e + 1.0 if big else e
-    z = (m - 1.0) / (m + 1.0)
-    z2 = z * z
-    series = 0.19235933878519512 * z2 + 0.2219530832136867  # 2 / (k ln 2), k = 15, 13, ...
-    series = series * z2 + 0.2623081892525388
-    series = series * z2 + 0.3205988979753252
-    series = series * z2 + 0.41219858311113244
-    series = series * z2 + 0.5770780163555853
-    series = series * z2 + 0.9617966939259757
-    series = series * z2 + 2.8853900817779268
-    t = y * (e + z * series)
-    shifted = t + _ROUND
-    n = shifted - _ROUND
-    f = t - n
-    poly = 4.44553827187081e-10 * f + 7.054911620801121e-09  # ln2^k / k!, k = 11, 10, ...
-    poly = poly * f + 1.0178086009239696e-07
-    poly = poly * f + 1.3215486790144305e-06
-    poly = poly * f + 1.5252733804059838e-05
-    poly = poly * f + 0.00015403530393381606
-    poly = poly * f + 0.0013333558146428441
-    poly = poly * f + 0.009618129107628477
-    poly = poly * f + 0.055504108664821576
-    poly = poly * f + 0.2402265069591007
-    poly = poly * f + 0.6931471805599453
-    poly = poly * f + 1.0
-    scale = _bits_to_f64((_f64_to_bits(shifted) + np.uint64(1023)) << np.uint64(52))
-    return poly * scale
-
+# ---- x ** y for 0 < y <= 1: exp2(y * log2 x) as branch-free polynomials ------------------
+#
+# libm's pow is a call per element, so a loop around it never vectorises; these functions are
+# selects and arithmetic only, so LLVM vectorises the whole step (8 float32 or 4 float64 lanes
+# on AVX2), in the parameter's own dtype. log2 x = e + log2 m with e an integer and m in
+# [sqrt(1/2), sqrt(2)) from the bits, log2 m = 2/ln2 * atanh(z), z = (m - 1)/(m + 1), as an odd
+# series. The product t = y * log2 x is where an error would be amplified (|t| up to ~150 for
+# float32, ~1075 for float64: a plainly rounded t gives up to ~90 ulps at the ends of the
+# range, as NumPy's float32 exp2(log2) does), so y is split as y_hi + y_lo with y_hi short
+# enough that y_hi * e is exact: t = y_hi*e + (y_lo*e + y*log2 m), rounding only in the small
+# second part. Then 2^t = 2^n * 2^r with n = round(t), |r| <= 1/2 (plus a hair), 2^r a Taylor
+# polynomial, and 2^n applied as two exact power-of-two factors (so a subnormal result rounds
+# once). FMA contraction is allowed in these functions only: it never loses accuracy here, and
+# the rest of the step must stay bitwise the array kernel's. Max error, against mpmath in
+# tests/core/test_power.py: a few ulps in float32 and float64, subnormal inputs included.
 
 _F = np.float32
-_ROUND32 = _F(12582912.0)  # 1.5 * 2^23
+_ROUND32 = _F(12582912.0)  # 1.5 * 2^23: x + _ROUND32 - _ROUND32 rounds x to an integer
 _BITS_ROUND32 = np.uint32(0x4B400000)  # bits of _ROUND32: + n in the low bits after rounding
+_ROUND = 6755399441055744.0  # 1.5 * 2^52, the same for float64
+_BITS_ROUND = np.uint64(0x4338000000000000)
+_CONTRACT = {"contract"}  # numba fastmath flags: FMA contraction, nothing else
 
 
-@_jit()
+@_jit(fastmath=_CONTRACT, error_model="numpy", forceinline=True)
 def _exp2_scale32(n):
-    """2^n as a float32 for an integer-valued float32 n in [-75, 64]."""
+    """2^n as a float32 for an integer-valued float32 n in [-126, 127]."""
     bits = _f32_to_bits(n + _ROUND32) - _BITS_ROUND32 + np.uint32(127)
     return _bits_to_f32(bits << np.uint32(23))
 
 
-@_jit()
+@_jit(fastmath=_CONTRACT, error_model="numpy", forceinline=True)
 def _exp2_log2_f32(x, y):
-    """2^(y * log2 x) for a positive finite float32 x (subnormal too) and 0 < y <= 1, in float32.
-
-    Branch-free (selects only), so the loop stays vectorised, 8 lanes: log2 x = e + log2 m with
-    m in [sqrt(1/2), sqrt(2)) from the bits, log2 m = 2/ln2 * atanh((m-1)/(m+1)) as an odd series
-    to z^9; 2^t = 2^n * 2^f with n = round(t), f in [-1/2, 1/2], 2^f a degree-7 Taylor polynomial
-    and 2^n applied as two exact factors (so subnormal results round once). t itself is formed
-    in float64, so the error stays at about 2 ulps for every x (a float32 t would give up to
-    ~90 ulps at the ends of the range, as NumPy's float32 exp2(log2) does).
-    """
-    tiny = x < _F(1.1754944e-38)
+    """x ** y for a positive finite float32 x (subnormal too) and 0 < y <= 1, float32 only."""
+    tiny = x < _F(1.1754944e-38)  # 2^-126
     x = x * _F(16777216.0) if tiny else x  # 2^24: subnormals become normal
     u = _f32_to_bits(x)
     m = _bits_to_f32((u & np.uint32(0x007FFFFF)) | np.uint32(0x3F800000))
@@ -249,50 +213,113 @@ def _exp2_log2_f32(x, y):
     big = m > _F(1.4142135)
     m = m * _F(0.5) if big else m
     e = e + _F(1.0) if big else e
-    z = (m - _F(1.0)) / (m + _F(1.0))
+    z = (m - _F(1.0)) / (m + _F(1.0))  # |z| <= 0.172; m - 1 is exact
     z2 = z * z
-    series = _F(0.3205988979753252) * z2 + _F(0.41219858311113244)  # 2 / (k ln 2), k = 9, 7, ..
-    series = series * z2 + _F(0.5770780163555853)
-    series = series * z2 + _F(0.9617966939259757)
-    series = series * z2 + _F(2.8853900817779268)
-    # t = y * log2 x in float64 (its rounding is what |t| would amplify), the rest in float32.
-    t = np.float64(y) * (np.float64(e) + np.float64(z * series))
-    n64 = (t + _ROUND) - _ROUND
-    f = np.float32(t - n64)
-    n = np.float32(n64)
-    poly = _F(1.5252733804059838e-05) * f + _F(0.00015403530393381606)  # ln2^k / k!, k = 7, ..
-    poly = poly * f + _F(0.0013333558146428441)
-    poly = poly * f + _F(0.009618129107628477)
-    poly = poly * f + _F(0.055504108664821576)
-    poly = poly * f + _F(0.2402265069591007)
-    poly = poly * f + _F(0.6931471805599453)
-    poly = poly * f + _F(1.0)
-    half = np.floor(n * _F(0.5))
+    z4 = z2 * z2
+    # 2 / (k ln 2) for k = 1, 3, ..., 11, in Estrin's scheme (a shorter chain than Horner's:
+    # the loop is bound by latency, not by the number of operations).
+    series = (_F(2.8853900817779268) + _F(0.9617966939259757) * z2) + z4 * (
+        (_F(0.5770780163555853) + _F(0.41219858311113244) * z2)
+        + z4 * (_F(0.3205988979753252) + _F(0.2623081892525388) * z2)
+    )
+    # y_hi: y's leading 12 bits, so y_hi * e (|e| <= 150, 8 bits) is exact.
+    y_hi = _bits_to_f32(_f32_to_bits(y) & np.uint32(0xFFFFF000))
+    head = y_hi * e
+    tail = (y - y_hi) * e + y * (z * series)
+    n = ((head + tail) + _ROUND32) - _ROUND32
+    r = (head - n) + tail  # head - n is exact
+    r2 = r * r
+    r4 = r2 * r2
+    # ln2^k / k! for k = 0, ..., 7 (Estrin).
+    poly = (
+        (_F(1.0) + _F(0.6931471805599453) * r)
+        + r2 * (_F(0.2402265069591007) + _F(0.055504108664821576) * r)
+    ) + r4 * (
+        (_F(0.009618129107628477) + _F(0.0013333558146428441) * r)
+        + r2 * (_F(0.00015403530393381606) + _F(1.5252733804059838e-05) * r)
+    )
+    half = np.floor(n * _F(0.5))  # n in [-149, 128]: two factors, each a normal float32
     return poly * _exp2_scale32(half) * _exp2_scale32(n - half)
+
+
+@_jit(fastmath=_CONTRACT, error_model="numpy", forceinline=True)
+def _exp2_scale64(n):
+    """2^n as a float64 for an integer-valued float64 n in [-1022, 1023]."""
+    bits = _f64_to_bits(n + _ROUND) - _BITS_ROUND + np.uint64(1023)
+    return _bits_to_f64(bits << np.uint64(52))
+
+
+@_jit(fastmath=_CONTRACT, error_model="numpy", forceinline=True)
+def _exp2_log2_f64(x, y):
+    """x ** y for a positive finite float64 x (subnormal too) and 0 < y <= 1."""
+    tiny = x < 2.2250738585072014e-308  # 2^-1022
+    x = x * 18014398509481984.0 if tiny else x  # 2^54: subnormals become normal
+    u = _f64_to_bits(x)
+    m = _bits_to_f64((u & np.uint64(0x000FFFFFFFFFFFFF)) | np.uint64(0x3FF0000000000000))
+    e = _bits_to_f64((u >> np.uint64(52)) | np.uint64(0x4330000000000000)) - 4503599627371519.0
+    e = e - 54.0 if tiny else e  # (the constant is 2^52 + 1023)
+    big = m > 1.4142135623730951
+    m = m * 0.5 if big else m
+    e = e + 1.0 if big else e
+    z = (m - 1.0) / (m + 1.0)
+    z2 = z * z
+    z4 = z2 * z2
+    z8 = z4 * z4
+    # 2 / (k ln 2) for k = 1, 3, ..., 21 (Estrin).
+    series = (
+        ((2.8853900817779268 + 0.9617966939259757 * z2)
+         + z4 * (0.5770780163555853 + 0.41219858311113244 * z2))
+        + z8 * ((0.3205988979753252 + 0.2623081892525388 * z2)
+                + z4 * (0.2219530832136867 + 0.19235933878519512 * z2))
+    ) + (z8 * z8) * (
+        (0.16972882833987804 + 0.15186263588304877 * z2) + z4 * 0.1373995277037108
+    )  # fmt: skip
+    # y_hi: y's leading 26 bits, so y_hi * e (|e| <= 1076, 11 bits) is exact.
+    y_hi = _bits_to_f64(_f64_to_bits(y) & np.uint64(0xFFFFFFFFF8000000))
+    head = y_hi * e
+    tail = (y - y_hi) * e + y * (z * series)
+    n = ((head + tail) + _ROUND) - _ROUND
+    r = (head - n) + tail  # head - n is exact
+    r2 = r * r
+    r4 = r2 * r2
+    r8 = r4 * r4
+    # ln2^k / k! for k = 0, ..., 13 (Estrin).
+    poly = (
+        ((1.0 + 0.6931471805599453 * r)
+         + r2 * (0.2402265069591007 + 0.055504108664821576 * r))
+        + r4 * ((0.009618129107628477 + 0.0013333558146428441 * r)
+                + r2 * (0.00015403530393381606 + 1.5252733804059838e-05 * r))
+    ) + r8 * (
+        ((1.3215486790144305e-06 + 1.0178086009239696e-07 * r)
+         + r2 * (7.054911620801121e-09 + 4.44553827187081e-10 * r))
+        + r4 * (2.5678435993488196e-11 + 1.3691488853904124e-12 * r)
+    )  # fmt: skip
+    half = np.floor(n * 0.5)  # n in [-1074, 1024]: two factors, each a normal float64
+    return poly * _exp2_scale64(half) * _exp2_scale64(n - half)
 
 
 def _general_power(root, two_partial):  # pragma: no cover - replaced by the overload in numba
     raise NotImplementedError
 
 
-@overload(_general_power)
+@overload(_general_power, jit_options={"error_model": "numpy", "forceinline": True})
 def _general_power_overload(root, two_partial):
-    """root ** two_partial for 0 < two_partial <= 1: float32 polynomials for a float32 root
-    (a few ulps, vectorised); libm's pow for a float64 root."""
-    if root == _nb_types.float32:
+    """root ** two_partial for 0 < two_partial <= 1 with the polynomials above, in root's dtype;
+    0, inf and NaN exact: 1 stands in (keeping the polynomials' input finite), then 0^y = 0,
+    inf^y = inf and NaN stays NaN."""
+    one = _F(1.0) if root == _nb_types.float32 else 1.0
+    polynomial = _exp2_log2_f32 if root == _nb_types.float32 else _exp2_log2_f64
 
-        def power32(root, two_partial):
-            # 0, inf and NaN: 1 stands in (keeping the polynomial's input finite), then
-            # 0^y = 0, inf^y = inf, NaN stays NaN.
-            special = not (root > _F(0.0) and root < _F(np.inf))
-            result = _exp2_log2_f32(_F(1.0) if special else root, two_partial)
-            return root if special else result
+    def power(root, two_partial):
+        # & (not `and`): two compares and a mask, no control flow to vectorise around.
+        usual = (root > 0.0) & (root < np.inf)
+        result = polynomial(root if usual else one, two_partial)
+        return result if usual else root
 
-        return power32
-    return lambda root, two_partial: root**two_partial
+    return power
 
 
-@_jit()
+@_jit(error_model="numpy", forceinline=True)
 def _power(root, two_partial, one, mode_tag):
     """root ** (2 * partial), as kernel.partial_power; the mode is len(mode_tag)."""
     mode = len(mode_tag)
@@ -375,6 +402,15 @@ def f32_to_bf16_array(values):  # for the tests: the kernel's float32 -> bfloat1
     out = np.empty(values.shape, dtype=np.uint16)
     for i in range(values.size):
         out[i] = _f32_to_bf16(values[i])
+    return out
+
+
+@_jit(error_model="numpy")
+def general_power_array(values, two_partial):  # for the tests: the kernel's general power
+    """``values ** two_partial`` elementwise (1-d, two_partial of values' dtype), as the step."""
+    out = np.empty_like(values)
+    for i in range(values.size):
+        out[i] = _general_power(values[i], two_partial)
     return out
 
 

@@ -3,11 +3,11 @@
 array-api-compat covers NumPy, CuPy, torch and JAX but not TensorFlow, so on Keras's TensorFlow
 backend the optimizer passes this module as ``xp=`` to :func:`padam_core.padam_step`. It exposes
 exactly the functions the kernel's module docstring lists (``asarray``, ``astype``, ``sqrt``,
-``pow``, ``maximum``, ``expm1``, ``log``, ``real``, ``imag``, ``isdtype`` and the dtype objects),
-those :mod:`padam_core.schedules` uses on a tensor step count (``clip``, ``where``, ``cos``) and
-those of :func:`padam_core.all_finite` (``all``, ``isfinite``, ``logical_and``), on top of
-``keras.ops``, so it works on any Keras backend; the tests run the kernel through it on all
-three.
+``pow``, ``exp``, ``log``, ``where``, ``maximum``, ``clip``, ``expm1``, ``real``, ``imag``,
+``isdtype`` and the dtype objects), those :mod:`padam_core.schedules` uses on a tensor step
+count (``clip``, ``where``, ``cos``) and those of :func:`padam_core.all_finite` (``all``,
+``isfinite``, ``logical_and``), on top of ``keras.ops``, so it works on any Keras backend; the
+tests run the kernel through it on all three.
 
 The dtype objects are the backend's own (``tf.float32`` on TensorFlow, found by converting a
 scalar), because the kernel compares ``array.dtype == xp.float16``.
@@ -30,6 +30,7 @@ __all__ = [
     "complex64",
     "complex128",
     "cos",
+    "exp",
     "expm1",
     "float16",
     "float32",
@@ -115,6 +116,10 @@ def clip(x: Any, /, min: Any = None, max: Any = None) -> Any:
     if min is not None:
         x = ops.maximum(x, min)
     return x if max is None else ops.minimum(x, max)
+
+
+def exp(x: Any, /) -> Any:
+    return ops.exp(x)
 
 
 def expm1(x: Any, /) -> Any:
