@@ -26,8 +26,11 @@ make the timings meaningless; ``--threads 0`` leaves the frameworks' defaults. `
 
 ``--mode apply`` times ``optimizer.apply`` calls alone on the same variables instead (jitted
 ``stateless_apply`` on JAX, ``tf.function`` on TensorFlow with the ``jit_compile`` that ``fit``
-would use, eager on torch),
-no SGD subtraction: a less noisy view of the same cost. Only the ratio means anything on a shared
+would use, eager on torch), with no SGD subtraction: a less noisy view of the cost on TensorFlow
+and torch. Not on JAX: ``fit`` donates the optimizer state to its jitted step and this mode's
+``jax.jit(stateless_apply)`` does not, so the in-place while loops that padam_keras lowers its
+traced-p dispatch to (:mod:`padam_keras._xla`) first copy their state here, which ``fit`` never
+pays; ``--mode fit`` is the figure that counts there. Only the ratio means anything on a shared
 machine; the times are printed so that noise shows.
 """
 
