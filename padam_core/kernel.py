@@ -41,7 +41,7 @@ Numerics decisions, made here once for every framework:
 * ``x^(2p)`` for p in {1/2, 1/4, 1/8, 1/16} is a chain of square roots (a general ``pow`` costs
   5-10x a square root on a CPU); p = 0 gives exactly 1; other Python numbers use ``pow``. The
   chain is only taken when ``partial`` is a Python number; an array (traced) ``partial`` uses
-  ``exp(2p * log x)``, ~4x cheaper than ``pow`` under XLA and within SPEC's tolerances
+  ``exp(2p * log x)``, ~4x cheaper than ``pow`` under XLA and within docs/numerics.md's tolerances
   (:func:`partial_power`). Adapters that want the chains for a traced p that happens to equal 1/8
   switch between specialised steps themselves (padam_jax does, with ``lax.switch``).
 * Saturation instead of overflow: the effective gradient (after maximize and coupled L2 decay)
@@ -164,7 +164,7 @@ def partial_power(root: Array, partial: Scalar, *, xp: Any) -> Array | float:
     costs ~4x ``exp(y * log x)``, measured 1e6 float32 on a CPU): ``exp(2p * log(root))``. The
     rounding of 2p * log(root) is amplified by |2p * log(root)|: against mpmath, float32 is
     within 1e-6 relative of the exact power for roots in [1e-4, 1e4] (``pow``: 6e-8), 2e-6 in
-    [1e-12, 1e12], 7e-6 in [1e-30, 1e30]; float64 within 2e-15, 4e-15, 1.4e-14. SPEC's
+    [1e-12, 1e12], 7e-6 in [1e-30, 1e30]; float64 within 2e-15, 4e-15, 1.4e-14. docs/numerics.md's
     tolerances (1e-5 and 1e-12 after 100 steps) hold; tests/core/test_power.py checks. Special
     values as ``pow``: a zero root gives 0, inf gives inf and NaN stays NaN (selected, so no
     log(0) or 0 * inf is computed), and p = 0 gives exactly 1 for every root. (Roots are square
