@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,36 +142,31 @@ def test_digits_dataset_is_standardized_and_split():
     assert set(np.unique(dataset.y_train)) == set(range(10))
 
 
+def _run_in_a_fresh_process(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a new interpreter with this checkout on its path; it must exit 0."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "adapters")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 def test_torch_comparison_imports_neither_jax_nor_flax():
     """The JAX backend (and flax) load only with --framework jax: a torch user needs neither."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
     code = (
         "import sys\n"
         "from padam_compare import cli, runner\n"
         "runner.BACKENDS['torch']()\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'flax', 'optax'}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "adapters")])}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _run_in_a_fresh_process(code)
     assert done.stdout.strip() == "[]"
 
 
 def test_jax_comparison_without_flax_names_the_extra_that_brings_it():
     """flax is in the compare-jax extra, not compare: the error says which extra to install."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
     code = (
         "import sys\n"
         "sys.modules['flax'] = None  # as if flax were not installed: importing it fails\n"
@@ -178,9 +177,5 @@ def test_jax_comparison_without_flax_names_the_extra_that_brings_it():
         "except ConfigError as error:\n"
         "    print(error)\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "adapters")])}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _run_in_a_fresh_process(code)
     assert "flax" in done.stdout and "padam[compare-jax]" in done.stdout, done.stdout
